@@ -16,6 +16,8 @@ pub enum FaultHook {
     Panic,
     /// Recurse until the boot stack runs into its guard page.
     StackOverflow,
+    /// Write to kernel text, which is mapped read-only.
+    WriteText,
 }
 
 impl FaultHook {
@@ -25,6 +27,7 @@ impl FaultHook {
             "undef" => Self::Undefined,
             "panic" => Self::Panic,
             "stack-overflow" => Self::StackOverflow,
+            "write-text" => Self::WriteText,
             _ => return None,
         })
     }

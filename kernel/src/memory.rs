@@ -1,0 +1,124 @@
+//! Physical memory: the frame allocator over usable RAM, and the kernel heap.
+
+use linked_list_allocator::LockedHeap;
+use moat_kernel_core::frame::{FRAME_SIZE, FrameAllocator, FrameError};
+use moat_kernel_core::layout::physmap;
+use moat_kernel_core::range::{self, PhysRange};
+use spin::Mutex;
+
+/// Size of the kernel heap.
+pub const HEAP_SIZE: usize = 4 << 20;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+
+/// At most this many usable ranges after carving out reserved memory, the kernel and the DTB.
+pub const MAX_USABLE: usize = 32;
+
+/// What [`init`] set up, for the boot log.
+#[derive(Debug)]
+pub struct MemoryReport {
+    /// RAM minus reserved ranges, the kernel image and the DTB.
+    pub usable: heapless::Vec<PhysRange, MAX_USABLE>,
+    /// The allocator's own bitmap.
+    pub bitmap: PhysRange,
+    /// The kernel heap.
+    pub heap: PhysRange,
+    /// Frames managed.
+    pub total_frames: usize,
+    /// Frames free after the bitmap and heap were taken.
+    pub free_frames: usize,
+}
+
+/// Why memory could not be set up.
+#[derive(Debug)]
+#[allow(
+    dead_code,
+    reason = "fields are shown through Debug in boot failure reports"
+)]
+pub enum MemoryError {
+    /// Too many pieces of usable memory.
+    Fragmented,
+    /// No usable range can hold the frame bitmap.
+    NoRoomForBitmap,
+    /// A usable range lies beyond the linear map.
+    NotInPhysmap(PhysRange),
+    /// The frame allocator refused.
+    Frames(FrameError),
+}
+
+/// Builds the frame allocator over `memory` minus `holes`, then the kernel heap.
+pub fn init(memory: &[PhysRange], holes: &[PhysRange]) -> Result<MemoryReport, MemoryError> {
+    let usable: heapless::Vec<PhysRange, MAX_USABLE> =
+        range::subtract(memory, holes).map_err(|_| MemoryError::Fragmented)?;
+    let usable: heapless::Vec<PhysRange, MAX_USABLE> = usable
+        .iter()
+        .map(|r| r.shrink_to_alignment(FRAME_SIZE))
+        .filter(|r| !r.is_empty())
+        .collect();
+    let words = FrameAllocator::words_needed(&usable);
+    let bitmap_bytes = ((words * 8) as u64).div_ceil(FRAME_SIZE) * FRAME_SIZE;
+    let home = usable
+        .iter()
+        .find(|r| r.size() >= bitmap_bytes)
+        .ok_or(MemoryError::NoRoomForBitmap)?;
+    let bitmap = PhysRange::new(home.start, home.start + bitmap_bytes);
+    let bitmap_va = physmap(bitmap.start).ok_or(MemoryError::NotInPhysmap(bitmap))?;
+    // SAFETY: `bitmap` is usable RAM (no reserved range, kernel or DTB overlaps it), linearly
+    // mapped read-write, and nothing else uses it: the allocator reserves it below before
+    // handing out any frame.
+    let storage = unsafe { core::slice::from_raw_parts_mut(bitmap_va as *mut u64, words) };
+    let mut frames = FrameAllocator::new(&usable, storage).map_err(MemoryError::Frames)?;
+    frames.reserve(bitmap);
+
+    let heap_frames = HEAP_SIZE / FRAME_SIZE as usize;
+    let heap_pa = frames
+        .alloc_contiguous(heap_frames, 1)
+        .map_err(MemoryError::Frames)?;
+    let heap = PhysRange::new(heap_pa, heap_pa + HEAP_SIZE as u64);
+    let heap_va = physmap(heap_pa).ok_or(MemoryError::NotInPhysmap(heap))?;
+    // SAFETY: the frames were just allocated for the heap alone and are linearly mapped
+    // read-write; the heap is initialised once.
+    unsafe { HEAP.lock().init(heap_va as *mut u8, HEAP_SIZE) };
+
+    let report = MemoryReport {
+        usable,
+        bitmap,
+        heap,
+        total_frames: frames.total_frames(),
+        free_frames: frames.free_frames(),
+    };
+    *FRAMES.lock() = Some(frames);
+    Ok(report)
+}
+
+/// Allocates one frame.
+pub fn alloc_frame() -> Result<u64, FrameError> {
+    FRAMES
+        .lock()
+        .as_mut()
+        .ok_or(FrameError::OutOfMemory)?
+        .alloc()
+}
+
+/// Returns one frame.
+pub fn free_frame(address: u64) -> Result<(), FrameError> {
+    FRAMES
+        .lock()
+        .as_mut()
+        .ok_or(FrameError::NotManaged)?
+        .free(address)
+}
+
+/// Frames free now.
+pub fn free_frames() -> usize {
+    FRAMES.lock().as_ref().map_or(0, |f| f.free_frames())
+}
+
+/// Bytes of kernel heap in use and free.
+pub fn heap_usage() -> (usize, usize) {
+    let heap = HEAP.lock();
+    (heap.used(), heap.free())
+}

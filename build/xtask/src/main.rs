@@ -1,1 +1,155 @@
-fn main() {}
+//! `cargo xtask`: the single entry point to build, run and test Moat (`cargo xtask --help`).
+//!
+//! Design: every decision that can be made without running anything — parsing arguments,
+//! turning the kernel ELF into an Image, building QEMU's command line, judging a console log —
+//! is a pure function with unit tests (`cargo test -p xtask`). This file only sequences them
+//! and turns the outcome into an exit status.
+
+mod args;
+mod boot_tests;
+mod console;
+mod image;
+mod qemu;
+mod workspace;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::args::{Command, RunOptions, TestOptions};
+use crate::console::Ending;
+use crate::workspace::Workspace;
+
+fn main() -> ExitCode {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let result = args::parse(&arguments)
+        .map_err(anyhow::Error::from)
+        .and_then(|command| match command {
+            Command::Help(text) => {
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Build => build(),
+            Command::Run(options) => run(options),
+            Command::Test(options) => test(options),
+        });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo xtask build`.
+fn build() -> Result<ExitCode> {
+    let workspace = Workspace::locate()?;
+    let image = workspace::build_kernel(&workspace)?;
+    println!("ELF:   {}", workspace.kernel_elf().display());
+    println!("{}", image.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo xtask run`.
+fn run(options: RunOptions) -> Result<ExitCode> {
+    if !options.no_realm {
+        eprintln!("xtask: Realm mode is not implemented yet; running the plain guest (--no-realm)");
+    }
+    let workspace = Workspace::locate()?;
+    let image = workspace::build_kernel(&workspace)?;
+    qemu::ensure_installed()?;
+    let disk = workspace.output_dir().join("disk.img");
+    workspace::ensure_disk(&disk)?;
+    let setup = qemu::Setup::Full {
+        disk,
+        el2: options.el2,
+        gdb: options.gdb,
+        kernel_args: options.kernel_args,
+    };
+    let command = qemu::command(&image, &setup);
+    eprintln!(
+        "xtask: {} {}",
+        qemu::QEMU,
+        qemu::arguments(&image, &setup).join(" ")
+    );
+    if options.gdb {
+        eprintln!(
+            "xtask: QEMU is halted waiting for a debugger on localhost:1234. Attach with:\n    \
+             gdb-multiarch {} -ex 'target remote localhost:1234'\n  \
+             (the ELF's symbols are high-half virtual addresses; until the boot stub turns the \
+             MMU on, break on physical addresses instead)",
+            workspace.kernel_elf().display()
+        );
+    }
+    eprintln!("xtask: quit QEMU with Ctrl-A X");
+    let ending = qemu::run_interactive(command)?;
+    Ok(match ending {
+        Ending::Exited(0) => ExitCode::SUCCESS,
+        Ending::Exited(status) => {
+            eprintln!("xtask: guest exited with status {status}");
+            // Statuses outside 1..=255 cannot be passed on; report a plain failure.
+            ExitCode::from(u8::try_from(status).unwrap_or(1))
+        }
+        Ending::Signalled | Ending::TimedOut => {
+            eprintln!("xtask: QEMU was killed by a signal");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// `cargo xtask test`.
+fn test(options: TestOptions) -> Result<ExitCode> {
+    let workspace = Workspace::locate()?;
+    // (what, passed) for the summary.
+    let mut results: Vec<(String, bool)> = Vec::new();
+
+    if !options.boot_only {
+        println!("==== host tests: cargo test ====");
+        let status = workspace.cargo().arg("test").status()?;
+        results.push(("host tests (cargo test)".into(), status.success()));
+    }
+
+    println!("==== kernel build ====");
+    let ready = workspace::build_kernel(&workspace).and_then(|image| {
+        qemu::ensure_installed()?;
+        let disk = workspace.output_dir().join("test-disk.img");
+        workspace::ensure_disk(&disk)?;
+        Ok((image, disk))
+    });
+    match ready {
+        Err(error) => {
+            println!("xtask: cannot run the boot tests: {error:#}");
+            results.push(("kernel build and QEMU".into(), false));
+        }
+        Ok((image, disk)) => {
+            results.push(("kernel build and QEMU".into(), true));
+            println!(
+                "==== QEMU boot tests (timeout {} s each) ====",
+                options.timeout.as_secs()
+            );
+            let log_dir = workspace.output_dir().join("test-logs");
+            for outcome in boot_tests::run_all(&image, &disk, &log_dir, options.timeout)? {
+                let label = format!(
+                    "boot test {} ({:.1} s)",
+                    outcome.name,
+                    outcome.elapsed.as_secs_f64()
+                );
+                results.push((label, outcome.problems.is_empty()));
+            }
+        }
+    }
+
+    println!("==== summary ====");
+    for (what, passed) in &results {
+        println!("{} {what}", if *passed { "PASS" } else { "FAIL" });
+    }
+    let failed = results.iter().filter(|(_, passed)| !passed).count();
+    if failed == 0 {
+        println!("all {} passed", results.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{failed} of {} FAILED", results.len());
+        Ok(ExitCode::FAILURE)
+    }
+}

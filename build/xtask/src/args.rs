@@ -1,0 +1,323 @@
+//! Command-line parsing for `cargo xtask`: the subcommands, their flags and their help texts.
+//!
+//! Parsing is a pure function from the argument list to a [`Command`], so it is unit-tested on
+//! the host without running anything.
+
+use std::fmt;
+use std::time::Duration;
+
+/// What `cargo xtask` was asked to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Print this help text and exit successfully.
+    Help(&'static str),
+    /// Build the kernel and write the raw `Image`.
+    Build,
+    /// Build, then boot under QEMU with the console on stdio.
+    Run(RunOptions),
+    /// Host tests, then QEMU boot tests.
+    Test(TestOptions),
+}
+
+/// Options of `cargo xtask run`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// `--no-realm`: the plain guest. Realm mode does not exist yet, so this is also the default.
+    pub no_realm: bool,
+    /// `--el2`: enter the kernel at EL2 (`-M virt,virtualization=on`).
+    pub el2: bool,
+    /// `--gdb`: start QEMU halted with a gdb stub on TCP port 1234.
+    pub gdb: bool,
+    /// Everything after `--`: appended to the kernel command line.
+    pub kernel_args: Vec<String>,
+}
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TestOptions {
+    /// `--timeout SECONDS`: how long one QEMU boot test may run before QEMU is killed.
+    pub timeout: Duration,
+    /// `--boot-only`: skip `cargo test` and run only the QEMU boot tests.
+    pub boot_only: bool,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECONDS),
+            boot_only: false,
+        }
+    }
+}
+
+/// Timeout of a single QEMU boot test unless `--timeout` says otherwise.
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 60;
+
+/// A command line that does not parse; the message says what is wrong.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} (see `cargo xtask --help`)", self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Top-level help.
+pub const MAIN_HELP: &str = "\
+cargo xtask: build, run and test Moat.
+
+Usage: cargo xtask <COMMAND> [OPTIONS]
+
+Commands:
+  build   Build the kernel and write the raw Linux arm64 Image (last output line: its path)
+  run     Build, then boot the kernel under QEMU with the console on this terminal
+  test    Run the host tests (`cargo test`), then boot tests under QEMU
+  help    Print this help, or a command's help: `cargo xtask help run`
+
+Run `cargo xtask <COMMAND> --help` for a command's options.
+";
+
+/// Help of `cargo xtask build`.
+pub const BUILD_HELP: &str = "\
+cargo xtask build: build the kernel image.
+
+Usage: cargo xtask build
+
+Builds `moat-kernel` for aarch64-unknown-none-softfloat (release), adding the Rust targets
+with rustup if they are missing, and converts the ELF's loadable segments into a raw
+Linux arm64 Image at <target-dir>/moat/Image. Prints the ELF path, then the Image path as
+the last line.
+";
+
+/// Help of `cargo xtask run`.
+pub const RUN_HELP: &str = "\
+cargo xtask run: build, then boot Moat under QEMU.
+
+Usage: cargo xtask run [--no-realm] [--el2] [--gdb] [-- KERNEL_ARGS...]
+
+Boots qemu-system-aarch64 -M virt,gic-version=3 -cpu cortex-a72 -m 512M with one
+virtio-blk disk (<target-dir>/moat/disk.img, created when missing) and one virtio-net
+device, both modern virtio-mmio, semihosting enabled and the console on stdio.
+Exits with the guest's status: the kernel's semihosting exit status, or 0 after a PSCI
+SYSTEM_OFF. Quit QEMU by hand with Ctrl-A X.
+
+Options:
+  --no-realm   The plain guest (Realm mode is not implemented yet, so this is the default)
+  --el2        Enter the kernel at EL2 (-M virt,virtualization=on); it drops to EL1
+  --gdb        Start halted with a gdb stub on localhost:1234 (QEMU -s -S)
+  -- ARGS...   Append ARGS to the kernel command line, e.g. `-- fault=data-abort`
+";
+
+/// Help of `cargo xtask test`.
+pub const TEST_HELP: &str = "\
+cargo xtask test: everything CI runs after fmt and clippy.
+
+Usage: cargo xtask test [--timeout SECONDS] [--boot-only]
+
+1. `cargo test` at the workspace root (the host crates, the default members).
+2. Builds the image, then QEMU boot tests, each with a timeout after which QEMU is killed:
+     el1        plain guest entered at EL1: banner, memory map, devices (virtio-blk and
+                virtio-net), `moat: boot self-check passed`, exit status 0
+     el2        the same entered at EL2 (-M virt,virtualization=on)
+     fault      plain guest with `fault=data-abort`: fault report with a register dump and a
+                non-zero exit status
+     bare       booted exactly as a Linux kernel would be (only -kernel): banner, exit 0
+   A test passes when every expected console line appears in order, no forbidden line
+   appears and the exit status is as expected. A failing test prints its whole console log;
+   every log is also written to <target-dir>/moat/test-logs/<test>.log.
+Prints a summary and exits non-zero if anything failed.
+
+Options:
+  --timeout SECONDS   Timeout of each boot test (default 60)
+  --boot-only         Skip `cargo test`; only the QEMU boot tests
+";
+
+/// Parses the arguments that follow `cargo xtask` (the program name already removed).
+pub fn parse(args: &[String]) -> Result<Command, UsageError> {
+    let Some((subcommand, rest)) = args.split_first() else {
+        return Ok(Command::Help(MAIN_HELP));
+    };
+    match subcommand.as_str() {
+        "-h" | "--help" => Ok(Command::Help(MAIN_HELP)),
+        "help" => match rest.first().map(String::as_str) {
+            None => Ok(Command::Help(MAIN_HELP)),
+            Some("build") => Ok(Command::Help(BUILD_HELP)),
+            Some("run") => Ok(Command::Help(RUN_HELP)),
+            Some("test") => Ok(Command::Help(TEST_HELP)),
+            Some(other) => Err(UsageError(format!("no help for unknown command `{other}`"))),
+        },
+        "build" => parse_build(rest),
+        "run" => parse_run(rest),
+        "test" => parse_test(rest),
+        other => Err(UsageError(format!("unknown command `{other}`"))),
+    }
+}
+
+fn is_help(arg: &str) -> bool {
+    arg == "-h" || arg == "--help"
+}
+
+fn parse_build(args: &[String]) -> Result<Command, UsageError> {
+    match args.first() {
+        None => Ok(Command::Build),
+        Some(arg) if is_help(arg) => Ok(Command::Help(BUILD_HELP)),
+        Some(arg) => Err(UsageError(format!(
+            "`build` takes no arguments, got `{arg}`"
+        ))),
+    }
+}
+
+fn parse_run(args: &[String]) -> Result<Command, UsageError> {
+    let mut options = RunOptions::default();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--no-realm" => options.no_realm = true,
+            "--el2" => options.el2 = true,
+            "--gdb" => options.gdb = true,
+            "--" => {
+                options.kernel_args = iter.cloned().collect();
+                break;
+            }
+            _ if is_help(arg) => return Ok(Command::Help(RUN_HELP)),
+            _ => {
+                return Err(UsageError(format!(
+                    "unknown `run` argument `{arg}` (kernel arguments go after `--`)"
+                )));
+            }
+        }
+    }
+    Ok(Command::Run(options))
+}
+
+fn parse_test(args: &[String]) -> Result<Command, UsageError> {
+    let mut options = TestOptions::default();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--boot-only" => options.boot_only = true,
+            "--timeout" => {
+                let value = iter
+                    .next()
+                    .ok_or_else(|| UsageError("`--timeout` needs a number of seconds".into()))?;
+                options.timeout = parse_seconds(value)?;
+            }
+            _ if is_help(arg) => return Ok(Command::Help(TEST_HELP)),
+            _ => return Err(UsageError(format!("unknown `test` argument `{arg}`"))),
+        }
+    }
+    Ok(Command::Test(options))
+}
+
+fn parse_seconds(value: &str) -> Result<Duration, UsageError> {
+    match value.parse::<u64>() {
+        Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => Err(UsageError(format!(
+            "`--timeout` wants a positive whole number of seconds, got `{value}`"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(line: &str) -> Result<Command, UsageError> {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        parse(&args)
+    }
+
+    #[test]
+    fn no_arguments_and_help_flags_print_main_help() {
+        assert_eq!(parse_str(""), Ok(Command::Help(MAIN_HELP)));
+        assert_eq!(parse_str("--help"), Ok(Command::Help(MAIN_HELP)));
+        assert_eq!(parse_str("-h"), Ok(Command::Help(MAIN_HELP)));
+        assert_eq!(parse_str("help"), Ok(Command::Help(MAIN_HELP)));
+    }
+
+    #[test]
+    fn every_subcommand_has_its_own_help() {
+        for (name, text) in [
+            ("build", BUILD_HELP),
+            ("run", RUN_HELP),
+            ("test", TEST_HELP),
+        ] {
+            assert_eq!(
+                parse_str(&format!("{name} --help")),
+                Ok(Command::Help(text))
+            );
+            assert_eq!(parse_str(&format!("{name} -h")), Ok(Command::Help(text)));
+            assert_eq!(parse_str(&format!("help {name}")), Ok(Command::Help(text)));
+            assert!(
+                MAIN_HELP.contains(&format!("\n  {name} ")),
+                "{name} missing from main help"
+            );
+        }
+        assert!(parse_str("help frobnicate").is_err());
+    }
+
+    #[test]
+    fn build_takes_no_arguments() {
+        assert_eq!(parse_str("build"), Ok(Command::Build));
+        assert!(parse_str("build --el2").is_err());
+    }
+
+    #[test]
+    fn run_flags() {
+        assert_eq!(parse_str("run"), Ok(Command::Run(RunOptions::default())));
+        assert_eq!(
+            parse_str("run --el2 --gdb --no-realm"),
+            Ok(Command::Run(RunOptions {
+                no_realm: true,
+                el2: true,
+                gdb: true,
+                kernel_args: vec![]
+            }))
+        );
+    }
+
+    #[test]
+    fn run_passes_everything_after_double_dash_to_the_kernel() {
+        assert_eq!(
+            parse_str("run --no-realm -- fault=data-abort --el2 --"),
+            Ok(Command::Run(RunOptions {
+                no_realm: true,
+                el2: false,
+                gdb: false,
+                kernel_args: vec!["fault=data-abort".into(), "--el2".into(), "--".into()],
+            }))
+        );
+    }
+
+    #[test]
+    fn run_rejects_unknown_flags_and_bare_kernel_arguments() {
+        let error = parse_str("run --realm").unwrap_err();
+        assert!(error.0.contains("--realm"), "{error}");
+        assert!(parse_str("run fault=data-abort").is_err());
+    }
+
+    #[test]
+    fn test_options() {
+        assert_eq!(parse_str("test"), Ok(Command::Test(TestOptions::default())));
+        assert_eq!(
+            parse_str("test --timeout 5 --boot-only"),
+            Ok(Command::Test(TestOptions {
+                timeout: Duration::from_secs(5),
+                boot_only: true
+            }))
+        );
+        assert!(parse_str("test --timeout").is_err());
+        assert!(parse_str("test --timeout 0").is_err());
+        assert!(parse_str("test --timeout soon").is_err());
+        assert!(parse_str("test --el2").is_err());
+    }
+
+    #[test]
+    fn unknown_command_is_an_error() {
+        let error = parse_str("bench").unwrap_err();
+        assert!(error.to_string().contains("unknown command `bench`"));
+    }
+}

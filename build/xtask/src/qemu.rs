@@ -1,0 +1,451 @@
+//! QEMU: the command line for each kind of guest, installing QEMU when it is missing, and
+//! running it either on the terminal or captured with a timeout.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::console::Ending;
+
+/// The QEMU binary xtask runs.
+pub const QEMU: &str = "qemu-system-aarch64";
+
+/// The Debian/Ubuntu package that provides [`QEMU`].
+pub const QEMU_PACKAGE: &str = "qemu-system-arm";
+
+/// How QEMU is set up around the kernel image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Setup {
+    /// The guest xtask normally runs: semihosting for the exit status, one virtio-blk disk and
+    /// one virtio-net device as modern virtio-mmio with `iommu_platform=on`.
+    Full {
+        /// Raw disk image behind the virtio-blk device.
+        disk: PathBuf,
+        /// Enter at EL2 (`virtualization=on`).
+        el2: bool,
+        /// Start halted with a gdb stub on port 1234.
+        gdb: bool,
+        /// Appended to the kernel command line after `semihosting`.
+        kernel_args: Vec<String>,
+    },
+    /// Exactly what booting a Linux kernel needs and nothing more: no semihosting, no devices,
+    /// no command line.
+    Bare,
+}
+
+/// The arguments of `qemu-system-aarch64` that boot `image` set up as `setup` says.
+pub fn arguments(image: &Path, setup: &Setup) -> Vec<String> {
+    let el2 = matches!(setup, Setup::Full { el2: true, .. });
+    let machine = if el2 {
+        "virt,gic-version=3,virtualization=on"
+    } else {
+        "virt,gic-version=3"
+    };
+    let mut arguments: Vec<String> = [
+        "-M",
+        machine,
+        "-cpu",
+        "cortex-a72",
+        "-m",
+        "512M",
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    arguments.push(image.display().to_string());
+
+    if let Setup::Full {
+        disk,
+        gdb,
+        kernel_args,
+        ..
+    } = setup
+    {
+        let command_line =
+            std::iter::once("semihosting").chain(kernel_args.iter().map(String::as_str));
+        let command_line: Vec<&str> = command_line.collect();
+        arguments.extend(
+            [
+                "-semihosting-config",
+                "enable=on,target=native",
+                "-global",
+                "virtio-mmio.force-legacy=false",
+                "-drive",
+                &format!("if=none,id=disk0,file={},format=raw", disk.display()),
+                "-device",
+                "virtio-blk-device,drive=disk0,iommu_platform=on",
+                "-netdev",
+                "user,id=net0",
+                "-device",
+                "virtio-net-device,netdev=net0,iommu_platform=on",
+                "-append",
+                &command_line.join(" "),
+            ]
+            .map(String::from),
+        );
+        if *gdb {
+            arguments.extend(["-s", "-S"].map(String::from));
+        }
+    }
+    arguments
+}
+
+/// What to do when QEMU is missing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InstallPlan {
+    /// Root on Debian or Ubuntu: install with apt-get.
+    AptGet,
+    /// Anything else: tell the user this, and stop.
+    Manual(String),
+}
+
+/// Reads a `KEY=value` line of /etc/os-release, without quotes.
+fn os_release_value<'a>(os_release: &'a str, key: &str) -> Option<&'a str> {
+    os_release.lines().find_map(|line| {
+        let value = line.strip_prefix(key)?.strip_prefix('=')?;
+        Some(value.trim().trim_matches('"').trim_matches('\''))
+    })
+}
+
+/// Decides how to get QEMU from the contents of /etc/os-release (if readable) and the user id.
+pub fn install_plan(os_release: Option<&str>, user_id: Option<u32>) -> InstallPlan {
+    let debian_like = os_release.is_some_and(|text| {
+        let id = os_release_value(text, "ID").unwrap_or_default();
+        let id_like = os_release_value(text, "ID_LIKE").unwrap_or_default();
+        std::iter::once(id)
+            .chain(id_like.split_whitespace())
+            .any(|name| name == "debian" || name == "ubuntu")
+    });
+    let command = format!("apt-get install -y {QEMU_PACKAGE}");
+    match (debian_like, user_id) {
+        (true, Some(0)) => InstallPlan::AptGet,
+        (true, _) => InstallPlan::Manual(format!(
+            "{QEMU} is missing; install it with:\n    sudo {command}"
+        )),
+        (false, _) => InstallPlan::Manual(format!(
+            "{QEMU} is missing; install QEMU's AArch64 system emulator with your package \
+             manager, on Debian or Ubuntu:\n    sudo {command}"
+        )),
+    }
+}
+
+/// Whether `name` is an executable file in a PATH directory.
+fn on_path(name: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|directory| directory.join(name).is_file())
+}
+
+/// The real user id, from /proc/self/status.
+fn user_id() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Makes sure [`QEMU`] is installed: installs it with apt-get as root on Debian/Ubuntu,
+/// otherwise fails with the exact command to run.
+pub fn ensure_installed() -> Result<()> {
+    if on_path(QEMU) {
+        return Ok(());
+    }
+    let os_release = std::fs::read_to_string("/etc/os-release").ok();
+    match install_plan(os_release.as_deref(), user_id()) {
+        InstallPlan::Manual(message) => bail!("{message}"),
+        InstallPlan::AptGet => {
+            eprintln!("xtask: {QEMU} is missing; installing {QEMU_PACKAGE} with apt-get");
+            if !apt_get(&["install", "-y", QEMU_PACKAGE])? {
+                eprintln!("xtask: install failed; running apt-get update and trying again");
+                if !apt_get(&["update"])? || !apt_get(&["install", "-y", QEMU_PACKAGE])? {
+                    bail!("`apt-get install -y {QEMU_PACKAGE}` failed");
+                }
+            }
+            if !on_path(QEMU) {
+                bail!("{QEMU_PACKAGE} is installed but {QEMU} is still not on PATH");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn apt_get(arguments: &[&str]) -> Result<bool> {
+    let status = Command::new("apt-get")
+        .args(arguments)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get")?;
+    Ok(status.success())
+}
+
+/// The `qemu-system-aarch64` command for `image` and `setup`.
+pub fn command(image: &Path, setup: &Setup) -> Command {
+    let mut command = Command::new(QEMU);
+    command.args(arguments(image, setup));
+    command
+}
+
+/// `command` as one line a shell would accept (arguments with spaces in double quotes), for
+/// logs and for the user to copy.
+pub fn command_text(command: &Command) -> String {
+    let words = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|word| {
+            let text = word.to_string_lossy();
+            if text.contains(' ') {
+                format!("\"{text}\"")
+            } else {
+                text.into_owned()
+            }
+        });
+    words.collect::<Vec<String>>().join(" ")
+}
+
+/// Converts an exit status to how the guest ended.
+fn ending(status: ExitStatus) -> Ending {
+    match status.code() {
+        Some(code) => Ending::Exited(code),
+        None => Ending::Signalled,
+    }
+}
+
+/// Runs QEMU with the console on this terminal and returns how it ended.
+pub fn run_interactive(mut command: Command) -> Result<Ending> {
+    let status = command
+        .status()
+        .with_context(|| format!("starting {QEMU}"))?;
+    Ok(ending(status))
+}
+
+/// The console output of a captured run and how it ended.
+#[derive(Debug)]
+pub struct Captured {
+    /// Everything QEMU wrote to stdout and stderr, interleaved as it arrived.
+    pub log: String,
+    /// How QEMU ended.
+    pub ending: Ending,
+    /// Wall-clock time from start to end.
+    pub elapsed: Duration,
+}
+
+/// Runs `command` with stdout and stderr captured; kills it if it is still running after
+/// `timeout`.
+pub fn run_captured(mut command: Command, timeout: Duration) -> Result<Captured> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {QEMU}"))?;
+
+    // One reader thread per pipe; each sends chunks until its pipe closes.
+    let (sender, receiver) = mpsc::channel::<Vec<u8>>();
+    let mut readers = Vec::new();
+    let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+        child
+            .stdout
+            .take()
+            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
+    ];
+    for mut pipe in pipes.into_iter().flatten() {
+        let sender = sender.clone();
+        readers.push(thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(count @ 1..) = pipe.read(&mut buffer) {
+                if sender.send(buffer[..count].to_vec()).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(sender);
+
+    let mut output = Vec::new();
+    let mut timed_out = false;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(remaining) {
+            Ok(chunk) => output.extend_from_slice(&chunk),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                break;
+            }
+        }
+    }
+
+    // Both pipes closed means QEMU is exiting; still bound the wait by the deadline.
+    let status = loop {
+        if timed_out {
+            break None;
+        }
+        match child.try_wait().context("waiting for QEMU")? {
+            Some(status) => break Some(status),
+            None if Instant::now() >= deadline => {
+                timed_out = true;
+                break None;
+            }
+            None => thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    if timed_out {
+        // Ignore errors: QEMU may have exited on its own just now.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for reader in readers {
+        let _ = reader.join();
+    }
+    output.extend(receiver.try_iter().flatten());
+
+    Ok(Captured {
+        log: String::from_utf8_lossy(&output).into_owned(),
+        ending: status.map_or(Ending::TimedOut, ending),
+        elapsed: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(el2: bool, gdb: bool, kernel_args: &[&str]) -> Setup {
+        Setup::Full {
+            disk: "/t/moat/disk.img".into(),
+            el2,
+            gdb,
+            kernel_args: kernel_args
+                .iter()
+                .map(|argument| argument.to_string())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn plain_guest_command_line() {
+        let arguments = arguments(Path::new("/t/moat/Image"), &full(false, false, &[]));
+        assert_eq!(
+            arguments.join(" "),
+            "-M virt,gic-version=3 -cpu cortex-a72 -m 512M -nographic -no-reboot \
+             -kernel /t/moat/Image -semihosting-config enable=on,target=native \
+             -global virtio-mmio.force-legacy=false \
+             -drive if=none,id=disk0,file=/t/moat/disk.img,format=raw \
+             -device virtio-blk-device,drive=disk0,iommu_platform=on \
+             -netdev user,id=net0 -device virtio-net-device,netdev=net0,iommu_platform=on \
+             -append semihosting"
+        );
+    }
+
+    #[test]
+    fn el2_gdb_and_kernel_arguments() {
+        let arguments = arguments(
+            Path::new("I"),
+            &full(true, true, &["fault=data-abort", "x=1"]),
+        );
+        assert_eq!(arguments[1], "virt,gic-version=3,virtualization=on");
+        let append = arguments
+            .iter()
+            .position(|argument| argument == "-append")
+            .unwrap();
+        // The whole command line is one argument.
+        assert_eq!(arguments[append + 1], "semihosting fault=data-abort x=1");
+        assert_eq!(&arguments[arguments.len() - 2..], ["-s", "-S"]);
+        let plain = super::arguments(Path::new("I"), &full(false, false, &[]));
+        assert!(!plain.contains(&"-s".to_string()) && !plain.contains(&"-S".to_string()));
+    }
+
+    #[test]
+    fn command_text_quotes_the_kernel_command_line() {
+        let text = command_text(&command(Path::new("I"), &full(false, false, &["a=b"])));
+        assert!(
+            text.starts_with("qemu-system-aarch64 -M virt,gic-version=3 "),
+            "{text}"
+        );
+        assert!(text.ends_with(r#" -append "semihosting a=b""#), "{text}");
+    }
+
+    #[test]
+    fn bare_guest_is_only_what_linux_needs() {
+        assert_eq!(
+            arguments(Path::new("Image"), &Setup::Bare).join(" "),
+            "-M virt,gic-version=3 -cpu cortex-a72 -m 512M -nographic -no-reboot -kernel Image"
+        );
+    }
+
+    const DEBIAN: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n";
+    const MINT: &str = "NAME=\"Linux Mint\"\nID=linuxmint\nID_LIKE=\"ubuntu debian\"\n";
+    const FEDORA: &str = "ID=fedora\nID_LIKE=\"rhel centos\"\n";
+
+    #[test]
+    fn installs_only_as_root_on_debian_like_systems() {
+        assert_eq!(install_plan(Some(DEBIAN), Some(0)), InstallPlan::AptGet);
+        assert_eq!(install_plan(Some(MINT), Some(0)), InstallPlan::AptGet);
+        let InstallPlan::Manual(message) = install_plan(Some(DEBIAN), Some(1000)) else {
+            panic!("non-root must not install");
+        };
+        assert!(
+            message.contains("sudo apt-get install -y qemu-system-arm"),
+            "{message}"
+        );
+        assert!(matches!(
+            install_plan(Some(FEDORA), Some(0)),
+            InstallPlan::Manual(_)
+        ));
+        assert!(matches!(
+            install_plan(None, Some(0)),
+            InstallPlan::Manual(_)
+        ));
+        assert!(matches!(
+            install_plan(Some(DEBIAN), None),
+            InstallPlan::Manual(_)
+        ));
+    }
+
+    #[test]
+    fn captures_output_and_exit_status() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo to-stdout; echo to-stderr >&2; exit 3"]);
+        let captured = run_captured(command, Duration::from_secs(20)).expect("runs");
+        assert_eq!(captured.ending, Ending::Exited(3));
+        assert!(captured.log.contains("to-stdout\n"), "{:?}", captured.log);
+        assert!(captured.log.contains("to-stderr\n"), "{:?}", captured.log);
+    }
+
+    #[test]
+    fn kills_on_timeout_and_keeps_the_output_so_far() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo started; exec sleep 30"]);
+        let captured = run_captured(command, Duration::from_millis(500)).expect("runs");
+        assert_eq!(captured.ending, Ending::TimedOut);
+        assert!(captured.log.contains("started"));
+        assert!(
+            captured.elapsed < Duration::from_secs(10),
+            "{:?}",
+            captured.elapsed
+        );
+    }
+
+    #[test]
+    fn a_missing_program_is_a_clear_error() {
+        let error = run_captured(Command::new("/nonexistent/qemu"), Duration::from_secs(1))
+            .expect_err("cannot start");
+        assert!(
+            format!("{error:#}").contains("starting qemu-system-aarch64"),
+            "{error:#}"
+        );
+    }
+}

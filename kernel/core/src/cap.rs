@@ -161,7 +161,10 @@ impl<O, const N: usize> CapabilityTable<O, N> {
 
     /// Removes and returns the capability in `slot` (`CapDrop`).
     pub fn remove(&mut self, slot: CapSlot) -> Result<Capability<O>, Error> {
-        let capability = self.slot_mut(slot)?.take().ok_or(Error::InvalidCapability)?;
+        let capability = self
+            .slot_mut(slot)?
+            .take()
+            .ok_or(Error::InvalidCapability)?;
         self.used -= 1;
         Ok(capability)
     }
@@ -197,7 +200,9 @@ impl<O, const N: usize> CapabilityTable<O, N> {
     pub fn iter(&self) -> impl Iterator<Item = (CapSlot, &Capability<O>)> {
         self.slots.iter().enumerate().filter_map(|(index, entry)| {
             // Cannot truncate: N < u32::MAX.
-            entry.as_ref().map(|capability| (CapSlot(index as u32), capability))
+            entry
+                .as_ref()
+                .map(|capability| (CapSlot(index as u32), capability))
         })
     }
 }
@@ -344,7 +349,10 @@ mod tests {
             .expect("room");
         let derived = table.derive(source, Rights::SEND, 42).expect("subset");
         let copy = table.get(derived).expect("inserted");
-        assert_eq!((copy.object, copy.rights, copy.badge), (5, Rights::SEND, 42));
+        assert_eq!(
+            (copy.object, copy.rights, copy.badge),
+            (5, Rights::SEND, 42)
+        );
         assert_eq!(
             table.derive(source, Rights::SEND | Rights::RECEIVE, 0),
             Err(Error::MissingRight)
@@ -434,7 +442,9 @@ mod tests {
     fn revocation() {
         let mut table = Table::new();
         for object in 0..6 {
-            table.insert(endpoint(object % 2, Rights::SEND)).expect("room");
+            table
+                .insert(endpoint(object % 2, Rights::SEND))
+                .expect("room");
         }
         assert_eq!(table.remove_where(|c| c.object == 1), 3);
         assert_eq!(table.len(), 3);
@@ -465,7 +475,7 @@ mod tests {
         /// capability ever gains a right its object was created without.
         #[test]
         fn rights_never_grow(operations in proptest::collection::vec(operation(), 0..64)) {
-            let original = |object: u32| Rights::from_bits_truncate(object * 0b1010_1 + 3)
+            let original = |object: u32| Rights::from_bits_truncate(object * 21 + 3)
                 & CapabilityKind::Memory.meaningful_rights();
             let mut table = Table::new();
             for operation in operations {

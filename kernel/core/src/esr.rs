@@ -1,11 +1,11 @@
 //! Decoding the Exception Syndrome Register (ESR_ELx) into words for fault reports.
 
-/// The exception class: ESR bits [31:26].
+/// The exception class: ESR bits 31 to 26.
 pub const fn exception_class(esr: u64) -> u8 {
     ((esr >> 26) & 0x3f) as u8
 }
 
-/// The instruction-specific syndrome: ESR bits [24:0].
+/// The instruction-specific syndrome: ESR bits 24 to 0.
 pub const fn syndrome(esr: u64) -> u32 {
     (esr & 0x01ff_ffff) as u32
 }
@@ -39,7 +39,7 @@ pub fn class_name(ec: u8) -> &'static str {
     }
 }
 
-/// Names the fault status code of an instruction or data abort (ISS bits [5:0]).
+/// Names the fault status code of an instruction or data abort (ISS bits 5 to 0).
 pub fn fault_status_name(iss: u32) -> &'static str {
     match iss & 0x3f {
         0x00..=0x03 => "address size fault",

@@ -147,7 +147,7 @@ impl<'a> FrameAllocator<'a> {
             let (bits, tail) = rest.split_at_mut(frames.div_ceil(BITS));
             rest = tail;
             bits.fill(0);
-            if frames % BITS != 0 {
+            if !frames.is_multiple_of(BITS) {
                 let last = bits.len() - 1;
                 bits[last] = !0u64 << (frames % BITS);
             }
@@ -225,7 +225,7 @@ impl<'a> FrameAllocator<'a> {
 
     /// Returns one frame.
     pub fn free(&mut self, address: u64) -> Result<(), FrameError> {
-        if address % FRAME_SIZE != 0 {
+        if !address.is_multiple_of(FRAME_SIZE) {
             return Err(FrameError::NotManaged);
         }
         let region = self

@@ -39,6 +39,11 @@ pub const fn physmap(pa: u64) -> Option<usize> {
     }
 }
 
+// The regions are disjoint and in this order (checked at compile time).
+const _: () = assert!(PHYSMAP_BASE + PHYSMAP_LIMIT as usize <= DEVICE_BASE);
+const _: () = assert!(DEVICE_BASE + DEVICE_WINDOW <= DTB_WINDOW);
+const _: () = assert!(DTB_WINDOW + 2 * MAX_DTB_SIZE <= KERNEL_BASE);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,10 +52,6 @@ mod tests {
     fn regions_are_in_the_upper_half_and_disjoint() {
         let upper_start = usize::MAX - (1usize << VA_BITS) + 1;
         assert_eq!(PHYSMAP_BASE, upper_start);
-        assert!(PHYSMAP_BASE + PHYSMAP_LIMIT as usize <= DEVICE_BASE);
-        assert!(DEVICE_BASE + DEVICE_WINDOW <= DTB_WINDOW);
-        assert!(DTB_WINDOW + 2 * MAX_DTB_SIZE <= KERNEL_BASE);
-        assert!(KERNEL_BASE > DTB_WINDOW);
         assert_eq!(physmap(0x4000_0000), Some(PHYSMAP_BASE + 0x4000_0000));
         assert_eq!(physmap(PHYSMAP_LIMIT), None);
     }

@@ -8,9 +8,16 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod cap;
 pub mod cmdline;
+pub mod elf;
 pub mod esr;
 pub mod frame;
 pub mod layout;
+pub mod notify;
 pub mod platform;
+pub mod queue;
 pub mod range;
+pub mod sched;
+pub mod system;
+pub mod task;

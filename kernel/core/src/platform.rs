@@ -147,6 +147,7 @@ pub struct Platform<'a> {
 impl<'a> Platform<'a> {
     /// Reads everything the kernel needs from a flattened device tree.
     pub fn parse(dtb: &'a [u8]) -> Result<Self, PlatformError> {
+        check_header(dtb)?;
         let fdt = Fdt::new(dtb).map_err(|_| PlatformError::BadDeviceTree)?;
         let mut platform = Platform {
             dtb_size: fdt.total_size(),
@@ -181,7 +182,7 @@ impl<'a> Platform<'a> {
 
         let root = fdt.find_node("/").ok_or(PlatformError::BadDeviceTree)?;
         let mut console_candidate: Option<Uart> = None;
-        walk(&fdt, root, &[], 0, &mut |node, translate| {
+        walk(root, &[], 0, &mut |node, translate| {
             visit(
                 &fdt,
                 node,
@@ -203,6 +204,50 @@ impl<'a> Platform<'a> {
         platform.virtio.sort_unstable_by_key(|s| s.regs.start);
         Ok(platform)
     }
+}
+
+/// Checks the FDT header's offsets and sizes against the blob before the parser follows them:
+/// `flat_device_tree` slices by these fields and would panic on a hostile header.
+fn check_header(dtb: &[u8]) -> Result<(), PlatformError> {
+    let field = |index: usize| -> Result<usize, PlatformError> {
+        let at = index * 4;
+        let bytes = dtb.get(at..at + 4).ok_or(PlatformError::BadDeviceTree)?;
+        Ok(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize)
+    };
+    const HEADER_LEN: usize = 40;
+    if dtb.len() < HEADER_LEN || field(0)? != 0xd00d_feed {
+        return Err(PlatformError::BadDeviceTree);
+    }
+    let total = field(1)?;
+    let (off_struct, off_strings, off_rsvmap) = (field(2)?, field(3)?, field(4)?);
+    let (size_strings, size_struct) = (field(8)?, field(9)?);
+    let version = field(5)?;
+    let within = |offset: usize, size: usize| {
+        offset >= HEADER_LEN && offset.checked_add(size).is_some_and(|end| end <= total)
+    };
+    if total > dtb.len()
+        || version < 17
+        || !within(off_struct, size_struct)
+        || !within(off_strings, size_strings)
+        || !within(off_rsvmap, 16)
+        || !off_rsvmap.is_multiple_of(8)
+        || !off_struct.is_multiple_of(4)
+    {
+        return Err(PlatformError::BadDeviceTree);
+    }
+    // The reservation map is a list of (address, size) pairs ending with (0, 0) inside the blob.
+    let mut at = off_rsvmap;
+    loop {
+        let entry = dtb
+            .get(at..at + 16)
+            .filter(|_| at + 16 <= total)
+            .ok_or(PlatformError::BadDeviceTree)?;
+        if entry.iter().all(|&b| b == 0) {
+            break;
+        }
+        at += 16;
+    }
+    Ok(())
 }
 
 /// One bus translation window: child address range → parent address.
@@ -233,7 +278,6 @@ type Visitor<'v, 'b, 'a> =
 
 /// Visits every node reachable through buses that have a `ranges` property.
 fn walk<'b, 'a>(
-    fdt: &'b Fdt<'a>,
     node: FdtNode<'b, 'a>,
     chain: &[Vec<Window, 8>],
     depth: usize,
@@ -262,7 +306,7 @@ fn walk<'b, 'a>(
             inner
                 .push(windows)
                 .map_err(|_| PlatformError::TooMany("nested buses"))?;
-            walk(fdt, child, &inner, depth + 1, visitor)?;
+            walk(child, &inner, depth + 1, visitor)?;
         }
     }
     Ok(())
@@ -439,10 +483,9 @@ fn visit<'a>(
             reg_shift,
             reg_io_width,
         } = kind
+            && (reg_shift > 4 || !matches!(reg_io_width, 1 | 4))
         {
-            if reg_shift > 4 || !matches!(reg_io_width, 1 | 4) {
-                return Err(PlatformError::BadProperty("16550 reg-shift/reg-io-width"));
-            }
+            return Err(PlatformError::BadProperty("16550 reg-shift/reg-io-width"));
         }
         let Some(regs) = first_reg(&node, translate, "UART reg")? else {
             return Ok(());
@@ -614,6 +657,16 @@ mod tests {
             let mut blob = VIRT_EL1.to_vec();
             for (at, value) in flips {
                 let at = at % blob.len();
+                blob[at] = value;
+            }
+            let _ = Platform::parse(&blob);
+        }
+
+        #[test]
+        fn corrupted_headers_never_panic(flips in proptest::collection::vec((0usize..40, proptest::num::u8::ANY), 1..6)) {
+            // The header's offsets and sizes steer the parser: a hostile host can set any of them.
+            let mut blob = VIRT_EL1.to_vec();
+            for (at, value) in flips {
                 blob[at] = value;
             }
             let _ = Platform::parse(&blob);

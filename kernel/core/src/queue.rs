@@ -204,7 +204,9 @@ mod tests {
             .push(SenderKey::Badge(2), task(2), 10)
             .expect("another client still gets in");
         assert_eq!(queue.pop().map(|e| e.item), Some(0));
-        queue.push(flooder, task(1), 3).expect("room again after a pop");
+        queue
+            .push(flooder, task(1), 3)
+            .expect("room again after a pop");
     }
 
     #[test]

@@ -201,10 +201,10 @@ impl<'a> SystemArchive<'a> {
                 .binary(task.binary)
                 .ok_or(SystemError::BadReference)?;
             for cap in &task.caps {
-                if let CapSpec::Serve { endpoint } | CapSpec::Call { endpoint, .. } = cap.cap {
-                    if usize::from(endpoint) >= archive.manifest.endpoints.len() {
-                        return Err(SystemError::BadReference);
-                    }
+                if let CapSpec::Serve { endpoint } | CapSpec::Call { endpoint, .. } = cap.cap
+                    && usize::from(endpoint) >= archive.manifest.endpoints.len()
+                {
+                    return Err(SystemError::BadReference);
                 }
             }
         }

@@ -1,0 +1,202 @@
+//! Benchmarks: one map + unmap pair at 50% pool occupancy, at 4 MiB and 256 MiB, for the bare
+//! slot pool and for the whole server model; and the pool's bookkeeping bytes per MiB.
+//!
+//! Bench ids: `dma_map_unmap/{pool,server}_{4KiB,64KiB}/{4MiB,256MiB}`.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{BenchmarkId, Criterion};
+use moat_dma_server::{
+    Backing, ClientIdentity, ClientRef, Direction, DmaError, DmaServer, InstanceGeneration,
+    ServerConfig, SharedRegion, SlotPool, SlotRun,
+};
+
+const MIB: usize = 1 << 20;
+const SLOT: usize = 2048;
+const SIZES: [(usize, &str); 2] = [(4 * MIB, "4MiB"), (256 * MIB, "256MiB")];
+
+/// A small deterministic generator (xorshift64*), so both pool sizes see the same pattern.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Random requests of 1 to 16 slots, a quarter of them 4 KiB-aligned: fill to 65%, then free
+/// random ones down to 50%, so the free space is fragmented.
+fn occupy<S, T>(
+    total_slots: usize,
+    state: &mut S,
+    alloc: impl Fn(&mut S, u64, u64) -> Option<T>,
+    free: impl Fn(&mut S, T),
+) {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut live = Vec::new();
+    let mut used = 0;
+    while used * 100 < total_slots * 65 {
+        let slots = (rng.next() % 16 + 1) as usize;
+        let align = if rng.next().is_multiple_of(4) {
+            4096
+        } else {
+            0
+        };
+        if let Some(handle) = alloc(state, (slots * SLOT) as u64, align) {
+            used += slots;
+            live.push((handle, slots));
+        }
+    }
+    while used * 100 > total_slots * 50 {
+        let index = (rng.next() % live.len() as u64) as usize;
+        let (handle, slots) = live.swap_remove(index);
+        used -= slots;
+        free(state, handle);
+    }
+}
+
+fn half_full_pool(bytes: usize) -> SlotPool {
+    let mut pool = SlotPool::new(bytes, SLOT, 0x4000_0000).expect("pool");
+    let total = pool.total_slots();
+    occupy(
+        total,
+        &mut pool,
+        |pool, len, align| pool.alloc(len, align, 0).ok(),
+        |pool, run: SlotRun| pool.free(run).expect("free"),
+    );
+    pool
+}
+
+/// A backing that only hands out addresses, for timing the server model.
+struct NullBacking {
+    next: u64,
+}
+
+impl Backing for NullBacking {
+    fn page_size(&self) -> usize {
+        4096
+    }
+    fn share(&mut self, pages: usize) -> Result<SharedRegion, DmaError> {
+        let region = SharedRegion {
+            handle: 0,
+            device_base: self.next,
+            pages,
+        };
+        self.next += (pages * 4096) as u64;
+        Ok(region)
+    }
+    fn zero(&mut self, _: &SharedRegion) -> Result<(), DmaError> {
+        Ok(())
+    }
+    fn map_into_client(&mut self, region: &SharedRegion, _: ClientRef) -> Result<u64, DmaError> {
+        Ok(region.device_base + 0x10_0000_0000)
+    }
+    fn unmap_from_client(&mut self, _: &SharedRegion, _: ClientRef) -> Result<(), DmaError> {
+        Ok(())
+    }
+    fn unshare(&mut self, _: &SharedRegion) -> Result<(), DmaError> {
+        Ok(())
+    }
+    fn release(&mut self, _: SharedRegion) -> Result<(), DmaError> {
+        Ok(())
+    }
+}
+
+const CLIENT: ClientRef = ClientRef {
+    identity: ClientIdentity(1),
+    instance: InstanceGeneration(1),
+};
+
+fn half_full_server(bytes: usize) -> DmaServer<NullBacking> {
+    let mut server = DmaServer::new(
+        ServerConfig {
+            slot_size: SLOT,
+            budget_bytes: 1 << 30,
+        },
+        NullBacking { next: 0x4000_0000 },
+    );
+    server.register(CLIENT, bytes as u64).expect("register");
+    occupy(
+        bytes / SLOT,
+        &mut server,
+        |server, len, align| {
+            server
+                .map(CLIENT, len, Direction::ToDevice, align, 0)
+                .ok()
+                .map(|grant| grant.id)
+        },
+        |server, id| server.unmap(CLIENT, id).expect("unmap"),
+    );
+    server
+}
+
+fn bench_pool(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dma_map_unmap");
+    for (bytes, name) in SIZES {
+        for (len, label) in [(4096u64, "pool_4KiB"), (65536, "pool_64KiB")] {
+            let mut pool = half_full_pool(bytes);
+            group.bench_function(BenchmarkId::new(label, name), |b| {
+                b.iter(|| {
+                    let run = pool.alloc(black_box(len), 0, 0).expect("alloc");
+                    pool.free(black_box(run)).expect("free");
+                })
+            });
+        }
+        for (len, label) in [(4096u64, "server_4KiB"), (65536, "server_64KiB")] {
+            let mut server = half_full_server(bytes);
+            group.bench_function(BenchmarkId::new(label, name), |b| {
+                b.iter(|| {
+                    let grant = server
+                        .map(CLIENT, black_box(len), Direction::ToDevice, 0, 0)
+                        .expect("map");
+                    server.unmap(CLIENT, black_box(grant.id)).expect("unmap");
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// A quick in-process figure for the scaling ratio, beside criterion's numbers.
+fn quick_ns(bytes: usize, len: u64) -> f64 {
+    let mut pool = half_full_pool(bytes);
+    let rounds = 2_000_000;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let run = pool.alloc(black_box(len), 0, 0).expect("alloc");
+        pool.free(black_box(run)).expect("free");
+    }
+    start.elapsed().as_nanos() as f64 / rounds as f64
+}
+
+fn report_metadata() {
+    for (bytes, name) in SIZES {
+        let pool = SlotPool::new(bytes, SLOT, 0x4000_0000).expect("pool");
+        let per_mib = pool.metadata_bytes() as f64 / (bytes / MIB) as f64;
+        println!(
+            "dma_pool_metadata_bytes_per_MiB ({name} pool, {SLOT} B slots): {per_mib:.1} \
+             (SWIOTLB: 12288; target <= 1229)"
+        );
+        let server = half_full_server(bytes);
+        let per_mib = server.metadata_bytes() as f64 / (bytes / MIB) as f64;
+        println!("  server bookkeeping at 50% occupancy incl. grant table: {per_mib:.1} B/MiB");
+    }
+    let small = quick_ns(4 * MIB, 4096);
+    let large = quick_ns(256 * MIB, 4096);
+    println!(
+        "quick pool map+unmap 4KiB: {small:.1} ns @4MiB, {large:.1} ns @256MiB, \
+         dma_map_unmap_scaling = {:.3}",
+        large / small
+    );
+}
+
+fn main() {
+    report_metadata();
+    let mut criterion = Criterion::default().configure_from_args();
+    bench_pool(&mut criterion);
+    criterion.final_summary();
+}

@@ -102,17 +102,60 @@ pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
 }
 
-/// Called from `vectors.S` for an IRQ taken at EL1.
+/// Takes the highest-priority pending interrupt, if any (it must then be [`end`]ed).
+pub fn acknowledge() -> Option<u32> {
+    GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1).map(u32::from)
+}
+
+/// Ends (and deactivates) an acknowledged interrupt.
+pub fn end(intid: u32) {
+    if let Some(id) = int_id(intid) {
+        GicCpuInterface::end_interrupt(id, InterruptGroup::Group1);
+    }
+}
+
+/// Whether `intid` is the timer's.
+pub fn is_timer(intid: u32) -> bool {
+    intid == TIMER_INTID.load(Ordering::Relaxed)
+}
+
+/// Counts a tick and re-arms the timer.
+pub fn timer_tick() {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+    CNTV_TVAL_EL0.set(TIMER_RELOAD.load(Ordering::Relaxed));
+}
+
+/// Configures a device interrupt (SPI) for this CPU: trigger, priority, enabled.
+pub fn configure_spi(intid: u32, edge: bool) {
+    let Some(id) = int_id(intid) else { return };
+    if let Some(gic) = GIC.lock().as_mut() {
+        let trigger = if edge { Trigger::Edge } else { Trigger::Level };
+        let _ = gic.set_trigger(id, None, trigger);
+        let _ = gic.set_interrupt_priority(id, None, 0x80);
+        let _ = gic.enable_interrupt(id, None, true);
+    }
+}
+
+/// Masks or unmasks one interrupt at the distributor.
+pub fn set_enabled(intid: u32, enabled: bool) {
+    let Some(id) = int_id(intid) else { return };
+    if let Some(gic) = GIC.lock().as_mut() {
+        let _ = gic.enable_interrupt(id, if id.is_private() { Some(0) } else { None }, enabled);
+    }
+}
+
+/// Called from `vectors.S` for an IRQ taken at EL1 (during boot, or while the kernel idles).
 #[unsafe(no_mangle)]
 extern "C" fn irq_handler() {
-    while let Some(id) = GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1) {
-        let intid = u32::from(id);
-        if intid == TIMER_INTID.load(Ordering::Relaxed) {
-            TICKS.fetch_add(1, Ordering::Relaxed);
-            CNTV_TVAL_EL0.set(TIMER_RELOAD.load(Ordering::Relaxed));
+    if crate::sys::irq_while_idle() {
+        return;
+    }
+    while let Some(intid) = acknowledge() {
+        if is_timer(intid) {
+            timer_tick();
         } else {
             crate::kprintln!("irq: unexpected interrupt {intid}");
         }
-        GicCpuInterface::end_interrupt(id, InterruptGroup::Group1);
+        end(intid);
     }
 }

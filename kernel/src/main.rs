@@ -17,7 +17,10 @@ mod irq;
 mod memory;
 mod mmu;
 mod power;
+mod sys;
+mod task;
 mod trap;
+mod uspace;
 
 use aarch64_cpu::registers::{CNTVCT_EL0, DAIF, Readable, VBAR_EL1, Writeable};
 use moat_kernel_core::cmdline::{CommandLine, FaultHook};
@@ -29,6 +32,10 @@ use crate::devices::SlotProbe;
 
 core::arch::global_asm!(include_str!("boot.S"));
 core::arch::global_asm!(include_str!("vectors.S"));
+core::arch::global_asm!(include_str!("switch.S"));
+
+/// The system archive xtask packed in (empty when built without xtask).
+static SYSTEM_ARCHIVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/system.bin"));
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Timer ticks the boot self-check waits for unless `ticks=N` says otherwise.
@@ -238,7 +245,11 @@ extern "C" fn kmain(dtb_pa: u64, entry_el: u64, phys_base: u64) -> ! {
         memory::free_frames()
     );
     kprintln!("moat: boot self-check passed");
-    power::exit(0)
+    if SYSTEM_ARCHIVE.is_empty() {
+        kprintln!("no system archive: nothing else to run");
+        power::exit(0)
+    }
+    sys::start(SYSTEM_ARCHIVE, &platform, frequency, image.boot_stack.1)
 }
 
 /// Exercises the heap and the frame allocator once, so a broken setup fails at boot.

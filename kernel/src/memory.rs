@@ -122,3 +122,60 @@ pub fn heap_usage() -> (usize, usize) {
     let heap = HEAP.lock();
     (heap.used(), heap.free())
 }
+
+fn frame_va(pa: u64) -> *mut u8 {
+    physmap(pa).expect("frames are in RAM, which the linear map covers") as *mut u8
+}
+
+/// Zeroes one frame through the linear map.
+pub fn zero_frame(frame: u64) {
+    // SAFETY: `frame` is a whole frame of RAM owned by the caller, mapped read-write in the
+    // linear map; no reference to it exists.
+    unsafe { core::ptr::write_bytes(frame_va(frame), 0, FRAME_SIZE as usize) };
+}
+
+/// Copies `bytes` into frame `frame` at `offset`.
+pub fn write_frame(frame: u64, offset: usize, bytes: &[u8]) {
+    assert!(
+        offset + bytes.len() <= FRAME_SIZE as usize,
+        "write stays inside the frame"
+    );
+    write_phys(frame + offset as u64, bytes);
+}
+
+/// Copies `bytes` to physical address `pa` (within one frame).
+pub fn write_phys(pa: u64, bytes: &[u8]) {
+    debug_assert!(pa % FRAME_SIZE + bytes.len() as u64 <= FRAME_SIZE);
+    // SAFETY: the caller owns or is entitled to this part of one frame of RAM (a task page it
+    // translated through the task's own tables); it is linearly mapped read-write, and the copy
+    // uses raw pointers, never a reference into memory another agent may change.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), frame_va(pa), bytes.len()) };
+}
+
+/// Copies from physical address `pa` (within one frame) into `bytes`.
+pub fn read_phys(pa: u64, bytes: &mut [u8]) {
+    debug_assert!(pa % FRAME_SIZE + bytes.len() as u64 <= FRAME_SIZE);
+    // SAFETY: as in `write_phys`, reading.
+    unsafe { core::ptr::copy_nonoverlapping(frame_va(pa), bytes.as_mut_ptr(), bytes.len()) };
+}
+
+/// Allocates `count` contiguous zeroed frames.
+pub fn alloc_contiguous(count: usize, align: usize) -> Result<u64, FrameError> {
+    let base = FRAMES
+        .lock()
+        .as_mut()
+        .ok_or(FrameError::OutOfMemory)?
+        .alloc_contiguous(count, align)?;
+    for i in 0..count as u64 {
+        zero_frame(base + i * FRAME_SIZE);
+    }
+    Ok(base)
+}
+
+/// Frames in use by everyone (managed minus free).
+pub fn used_frames() -> usize {
+    FRAMES
+        .lock()
+        .as_ref()
+        .map_or(0, |f| f.total_frames() - f.free_frames())
+}

@@ -4,7 +4,8 @@
 // into `fatal_frame` and switches to a dedicated stack before calling Rust, so even a kernel
 // stack overflow into its guard page is reported. IRQs taken in the kernel save the
 // caller-saved registers on the current stack and call `irq_handler`.
-// Exceptions from EL0 are fatal until user tasks exist.
+// Exceptions from EL0 save the task's registers into its `Context` (TPIDR_EL1 points at it)
+// and call `el0_trap`, which returns the context to resume: the same task or another.
 
 .equ FATAL_FRAME_SIZE, 288       // x0-x30, sp, elr, spsr, esr, far
 .equ IRQ_FRAME_SIZE,   192       // x0-x18, x29, x30, elr, spsr (16-byte multiple)
@@ -38,11 +39,27 @@ exception_vectors:
     b       irq_from_kernel
     FATAL 6
     FATAL 7
-    // Lower EL, AArch64.
-    FATAL 8
-    FATAL 9
-    FATAL 10
-    FATAL 11
+    // Lower EL, AArch64: a task trapped (syscall, fault) or was interrupted.
+    .balign 0x80
+    stp     x0, x1, [sp, #-16]!
+    mrs     x0, tpidr_el1
+    mov     x1, #0
+    b       el0_entry
+    .balign 0x80
+    stp     x0, x1, [sp, #-16]!
+    mrs     x0, tpidr_el1
+    mov     x1, #1
+    b       el0_entry
+    .balign 0x80
+    stp     x0, x1, [sp, #-16]!
+    mrs     x0, tpidr_el1
+    mov     x1, #2
+    b       el0_entry
+    .balign 0x80
+    stp     x0, x1, [sp, #-16]!
+    mrs     x0, tpidr_el1
+    mov     x1, #3
+    b       el0_entry
     // Lower EL, AArch32.
     FATAL 12
     FATAL 13

@@ -117,11 +117,14 @@ pub enum Syscall {
     /// [`TaskState`], `x2` = current raw [`TaskId`](crate::TaskId), `x3` = detail (exit code, or
     /// the fault's syndrome register for [`TaskState::Faulted`]).
     TaskStatus = 25,
+    /// Power the system off. `x0` = TaskControl slot, `x1` = exit status (0 = success; reported
+    /// through semihosting when the runner enabled it, else PSCI SYSTEM_OFF). Does not return.
+    SystemOff = 26,
 }
 
 impl Syscall {
     /// Every syscall, in numeric order.
-    pub const ALL: [Syscall; 26] = [
+    pub const ALL: [Syscall; 27] = [
         Syscall::Yield,
         Syscall::Exit,
         Syscall::ConsoleWrite,
@@ -148,6 +151,7 @@ impl Syscall {
         Syscall::TaskKill,
         Syscall::TaskRestart,
         Syscall::TaskStatus,
+        Syscall::SystemOff,
     ];
 
     /// Largest number of bytes one `ConsoleWrite` accepts.
@@ -196,6 +200,7 @@ impl TryFrom<u32> for Syscall {
             23 => Syscall::TaskKill,
             24 => Syscall::TaskRestart,
             25 => Syscall::TaskStatus,
+            26 => Syscall::SystemOff,
             other => return Err(UnknownValue(u64::from(other))),
         })
     }

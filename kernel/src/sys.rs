@@ -1,0 +1,1420 @@
+//! The kernel proper: tasks from the system manifest, scheduling, IPC, notifications and
+//! interrupts, memory objects, faults and restarts.
+//!
+//! Design: one kernel stack per CPU and no kernel threads. Every entry from a task saves its
+//! registers into its `Context`; the kernel handles the trap with interrupts masked under one
+//! lock, then resumes whichever task the scheduler picks. A task that blocks simply is not
+//! resumed: its syscall's results are written into its saved registers when it is woken.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use aarch64_cpu::registers::{CNTVCT_EL0, Readable};
+use moat_abi::{
+    CapSlot, CapabilityKind, Error, FaultReason, FaultReport, Message, MessageFlags, RecvKind,
+    Rights, Syscall, TaskId, TaskInfo, TaskState, Timeout,
+};
+use moat_kernel_core::cap::Capability;
+use moat_kernel_core::esr;
+use moat_kernel_core::frame::FRAME_SIZE;
+use moat_kernel_core::notify::{IrqAction, IrqLine};
+use moat_kernel_core::platform::Platform;
+use moat_kernel_core::queue::{MessageQueue, SenderKey};
+use moat_kernel_core::sched::RunQueue;
+use moat_kernel_core::system::{CapSpec, DeviceName, RestartPolicy, SystemArchive, TaskSpec};
+use moat_kernel_core::task::TaskTable;
+use spin::Mutex;
+
+use crate::task::{Context, Object, RunState, Task, Wait};
+use crate::uspace::Access;
+use crate::{irq, kprintln, memory, power};
+
+/// Most tasks the kernel runs.
+pub const MAX_TASKS: usize = 32;
+const LEVELS: usize = 8;
+const QUEUE_CAPACITY: usize = 32;
+
+/// A message waiting in an endpoint's queue.
+#[derive(Clone, Debug)]
+struct Pending {
+    message: Message,
+    /// For a call: the caller to answer.
+    reply_to: Option<TaskId>,
+    /// A capability travelling with the message.
+    cap: Option<Capability<Object>>,
+}
+
+struct Endpoint {
+    server: u16,
+    depth: usize,
+    queue: MessageQueue<Pending, QUEUE_CAPACITY>,
+}
+
+struct IrqRoute {
+    intid: u32,
+    owner: u16,
+    line: IrqLine,
+}
+
+struct MemoryObject {
+    base: u64,
+    pages: u32,
+    /// Capabilities plus mappings referring to it.
+    refs: u32,
+    charged_to: u16,
+    shared: bool,
+    /// (task index, user address, first page, pages).
+    mappings: Vec<(u16, u64, u32, u32)>,
+}
+
+/// What became of a task slot, for TaskStatus.
+#[derive(Clone, Copy)]
+struct Outcome {
+    state: TaskState,
+    detail: u64,
+}
+
+struct Device {
+    name: DeviceName,
+    regs: moat_kernel_core::range::PhysRange,
+    intid: u32,
+}
+
+/// The whole kernel state.
+pub struct Kernel {
+    tasks: TaskTable<Box<Task>, MAX_TASKS>,
+    specs: Vec<TaskSpec>,
+    archive: &'static [u8],
+    restarts: Vec<u32>,
+    outcomes: Vec<Outcome>,
+    run_queue: RunQueue<MAX_TASKS, LEVELS>,
+    current: Option<usize>,
+    fp_owner: Option<usize>,
+    endpoints: Vec<Endpoint>,
+    irqs: Vec<IrqRoute>,
+    memory: Vec<Option<MemoryObject>>,
+    devices: Vec<Device>,
+    ready_announced: bool,
+    frequency: u64,
+    stack_top: usize,
+}
+
+static KERNEL: Mutex<Option<Box<Kernel>>> = Mutex::new(None);
+
+unsafe extern "C" {
+    fn enter_user(context: *mut Context, stack_top: usize) -> !;
+    fn fp_save(context: *mut Context);
+    fn fp_restore(context: *mut Context);
+}
+
+/// Names the virtio devices present, in slot order, so manifest names resolve.
+fn discover_devices(platform: &Platform<'_>) -> Vec<Device> {
+    let mut devices = Vec::new();
+    let mut counts = [0u16; 64];
+    for slot in &platform.virtio {
+        if let crate::devices::SlotProbe::Device { device_id, .. } = crate::devices::probe(slot) {
+            let instance = counts.get(device_id as usize).copied().unwrap_or(0);
+            if let Some(count) = counts.get_mut(device_id as usize) {
+                *count += 1;
+            }
+            devices.push(Device {
+                name: DeviceName::Virtio {
+                    device_id,
+                    instance,
+                },
+                regs: slot.regs,
+                intid: slot.interrupt.intid,
+            });
+        }
+    }
+    devices
+}
+
+/// Starts every task in the archive and never returns. Called once at the end of boot.
+pub fn start(
+    archive_bytes: &'static [u8],
+    platform: &Platform<'_>,
+    frequency: u64,
+    stack_top: usize,
+) -> ! {
+    let archive = match SystemArchive::parse(archive_bytes) {
+        Ok(archive) => archive,
+        Err(error) => panic!("the system archive is unusable: {error:?}"),
+    };
+    let devices = discover_devices(platform);
+    let manifest = archive.manifest.clone();
+    let task_count = manifest.tasks.len();
+    if task_count == 0 || task_count > MAX_TASKS {
+        panic!("the manifest lists {task_count} tasks; 1 to {MAX_TASKS} are supported");
+    }
+    let endpoints = manifest
+        .endpoints
+        .iter()
+        .map(|spec| Endpoint {
+            server: spec.server,
+            depth: usize::from(spec.depth).clamp(1, QUEUE_CAPACITY),
+            queue: MessageQueue::new(usize::from(spec.per_sender).max(1)),
+        })
+        .collect();
+    let mut kernel = Box::new(Kernel {
+        tasks: TaskTable::new(),
+        specs: manifest.tasks.clone(),
+        archive: archive_bytes,
+        restarts: alloc::vec![0; task_count],
+        outcomes: alloc::vec![Outcome { state: TaskState::Empty, detail: 0 }; task_count],
+        run_queue: RunQueue::new(),
+        current: None,
+        fp_owner: None,
+        endpoints,
+        irqs: Vec::new(),
+        memory: Vec::new(),
+        devices,
+        ready_announced: false,
+        frequency,
+        stack_top,
+    });
+    for (index, spec) in manifest.tasks.iter().enumerate() {
+        for cap in &spec.caps {
+            if let CapSpec::Irq { device, bit } = &cap.cap {
+                let Some(found) = kernel.devices.iter().find(|d| &d.name == device) else {
+                    kprintln!(
+                        "tasks: {}: no device {device:?} for IRQ capability `{}`",
+                        spec.name,
+                        cap.name
+                    );
+                    continue;
+                };
+                kernel.irqs.push(IrqRoute {
+                    intid: found.intid,
+                    owner: index as u16,
+                    line: IrqLine::new(1u64 << (bit % 64)),
+                });
+                irq::configure_spi(found.intid, true);
+            }
+        }
+    }
+    for index in 0..task_count {
+        if let Err(error) = kernel.spawn(index) {
+            panic!(
+                "task {} could not start: {error:?}",
+                manifest.tasks[index].name
+            );
+        }
+    }
+    kprintln!("tasks: {} started", task_count);
+    // Let TTBR0 walks happen from now on.
+    // SAFETY: clearing EPD0 only re-enables TTBR0 translation; TTBR0 is set per task before
+    // any user address is touched.
+    unsafe {
+        core::arch::asm!("mrs {t}, tcr_el1", "bic {t}, {t}, #(1 << 7)", "msr tcr_el1, {t}", "isb", t = out(reg) _, options(nostack));
+    }
+    *KERNEL.lock() = Some(kernel);
+    idle()
+}
+
+impl Kernel {
+    /// Creates (or re-creates) the task at `index` from its manifest entry.
+    fn spawn(&mut self, index: usize) -> Result<TaskId, crate::task::LoadError> {
+        let spec = self.specs[index].clone();
+        let binary = SystemArchive::parse(self.archive)
+            .ok()
+            .and_then(|a| a.binary(spec.binary))
+            .ok_or(crate::task::LoadError::Memory(Error::InvalidArgument))?;
+        let generation = self.tasks.generation(index).unwrap_or(0);
+        let id = TaskId::new(index as u16, generation);
+        let mut info = TaskInfo::new(id, &spec.name).map_err(crate::task::LoadError::Memory)?;
+        // Capabilities in manifest order; slots are what the table hands out.
+        let mut caps: Vec<(String, Capability<Object>)> = Vec::new();
+        for named in &spec.caps {
+            let cap = match &named.cap {
+                CapSpec::Serve { endpoint } => Capability::new(
+                    CapabilityKind::Endpoint,
+                    Object::Endpoint(*endpoint),
+                    Rights::RECEIVE,
+                    0,
+                ),
+                CapSpec::Call { endpoint, badge } => Capability::new(
+                    CapabilityKind::Endpoint,
+                    Object::Endpoint(*endpoint),
+                    Rights::SEND,
+                    *badge,
+                ),
+                CapSpec::Mmio { device } => {
+                    let Some(found) = self.devices.iter().find(|d| &d.name == device) else {
+                        continue;
+                    };
+                    let base = found.regs.start & !(FRAME_SIZE - 1);
+                    let size = (found.regs.end - base).div_ceil(FRAME_SIZE) * FRAME_SIZE;
+                    Capability::new(
+                        CapabilityKind::Mmio,
+                        Object::Mmio { base, size },
+                        Rights::READ | Rights::WRITE,
+                        0,
+                    )
+                }
+                CapSpec::Irq { device, .. } => {
+                    let Some(line) = self.irqs.iter().position(|r| {
+                        r.owner as usize == index
+                            && self
+                                .devices
+                                .iter()
+                                .any(|d| &d.name == device && d.intid == r.intid)
+                    }) else {
+                        continue;
+                    };
+                    Capability::new(
+                        CapabilityKind::Irq,
+                        Object::Irq(line as u16),
+                        Rights::RECEIVE,
+                        0,
+                    )
+                }
+                CapSpec::Share => {
+                    Capability::new(CapabilityKind::Share, Object::Share, Rights::ALL, 0)
+                }
+                CapSpec::TaskControl => Capability::new(
+                    CapabilityKind::TaskControl,
+                    Object::TaskControl,
+                    Rights::ALL,
+                    0,
+                ),
+            };
+            caps.push((named.name.clone(), cap));
+        }
+        let mut table = moat_kernel_core::cap::CapabilityTable::new();
+        for (name, cap) in caps {
+            let kind = cap.kind;
+            let slot = table.insert(cap).map_err(crate::task::LoadError::Memory)?;
+            info.push_capability(&name, slot, kind)
+                .map_err(crate::task::LoadError::Memory)?;
+        }
+        let mut task = Task::load(
+            id,
+            binary,
+            spec.stack_pages as usize,
+            spec.memory_pages as usize,
+            spec.priority,
+            zerocopy::IntoBytes::as_bytes(&info),
+        )?;
+        task.caps = table;
+        let id = self
+            .tasks
+            .create_at(index, Box::new(task))
+            .map_err(crate::task::LoadError::Memory)?;
+        let priority = spec.priority.min(LEVELS as u8 - 1);
+        let _ = self.run_queue.insert(index, priority);
+        self.outcomes[index] = Outcome {
+            state: TaskState::Runnable,
+            detail: 0,
+        };
+        Ok(id)
+    }
+
+    fn task(&self, index: usize) -> Option<&Task> {
+        self.tasks.get_by_index(index).map(|(_, t)| &**t)
+    }
+
+    fn task_mut(&mut self, index: usize) -> Option<&mut Task> {
+        let id = self.tasks.current_id(index)?;
+        self.tasks.get_mut(id).ok().map(|t| &mut **t)
+    }
+
+    fn block(&mut self, index: usize, wait: Wait, timeout: Timeout) {
+        let deadline = match timeout {
+            Timeout::Forever => None,
+            Timeout::NonBlocking => Some(0),
+            Timeout::Nanoseconds(ns) => {
+                let ticks =
+                    (u128::from(ns.get()) * u128::from(self.frequency) / 1_000_000_000) as u64;
+                Some(CNTVCT_EL0.get().saturating_add(ticks.max(1)))
+            }
+        };
+        let _ = self.run_queue.remove(index);
+        let mut newly_ready = false;
+        if let Some(task) = self.task_mut(index) {
+            task.state = RunState::Blocked { wait, deadline };
+            if matches!(wait, Wait::Receive { .. } | Wait::Notification { .. }) && !task.ready {
+                task.ready = true;
+                newly_ready = true;
+            }
+        }
+        if newly_ready {
+            self.check_all_ready();
+        }
+    }
+
+    fn wake(&mut self, index: usize, result: Result<[u64; 3], Error>) {
+        let Some(task) = self.task_mut(index) else {
+            return;
+        };
+        task.state = RunState::Runnable;
+        task.context.set_result(result);
+        let priority = task.priority.min(LEVELS as u8 - 1);
+        let _ = self.run_queue.insert(index, priority);
+    }
+
+    fn check_all_ready(&mut self) {
+        if self.ready_announced {
+            return;
+        }
+        let all = (0..self.specs.len()).all(|i| match self.task(i) {
+            Some(task) => task.ready,
+            None => true,
+        });
+        if all {
+            self.ready_announced = true;
+            kprintln!(
+                "moat: ready ({} tasks, {} KiB of RAM in use)",
+                self.tasks.len(),
+                memory::used_frames() * FRAME_SIZE as usize / 1024
+            );
+        }
+    }
+
+    // ---- IPC ----------------------------------------------------------------------------
+
+    fn endpoint_cap(&self, index: usize, slot: u64, right: Rights) -> Result<(u16, u64), Error> {
+        let task = self.task(index).ok_or(Error::Dead)?;
+        let cap = task
+            .caps
+            .lookup(slot_of(slot)?, CapabilityKind::Endpoint, right)?;
+        match cap.object {
+            Object::Endpoint(endpoint) => Ok((endpoint, cap.badge)),
+            _ => Err(Error::WrongKind),
+        }
+    }
+
+    /// Send or call: queue the message, or hand it straight to a waiting server.
+    fn send(
+        &mut self,
+        index: usize,
+        slot: u64,
+        buffer: u64,
+        call: Option<Timeout>,
+    ) -> Result<[u64; 3], Error> {
+        let (endpoint, badge) = self.endpoint_cap(index, slot, Rights::SEND)?;
+        let task = self.task(index).ok_or(Error::Dead)?;
+        let sender = task.id;
+        let mut message = task.read_message(buffer)?;
+        message.check_from_sender()?;
+        if call.is_some() {
+            task.check_message_buffer(buffer)?;
+        }
+        let cap = match message.capability() {
+            Some((cap_slot, rights)) => Some(task.caps.prepare_transfer(cap_slot, rights)?),
+            None => None,
+        };
+        message.stamp(badge, sender);
+        if call.is_some() {
+            message.header.flags = message.header.flags.with(MessageFlags::EXPECTS_REPLY);
+        }
+        let server_index = self.endpoints[endpoint as usize].server as usize;
+        let server = self.tasks.current_id(server_index).ok_or(Error::Dead)?;
+        let key = SenderKey::for_message(badge, sender);
+        {
+            let ep = &self.endpoints[endpoint as usize];
+            if ep.queue.len() >= ep.depth {
+                return Err(Error::QueueFull);
+            }
+            ep.queue.check_room(key)?;
+        }
+        if let Some(cap) = &cap {
+            self.retain(&cap.object);
+        }
+        let pending = Pending {
+            message,
+            reply_to: call.map(|_| sender),
+            cap,
+        };
+        // A server already waiting gets the message now.
+        let waiting = matches!(
+            self.task(server_index).map(|t| t.state),
+            Some(RunState::Blocked { wait: Wait::Receive { endpoint: Some(e), .. }, .. }) if e == endpoint
+        );
+        if waiting {
+            self.deliver(server_index, pending)?;
+        } else {
+            self.endpoints[endpoint as usize]
+                .queue
+                .push(key, sender, pending)?;
+        }
+        if let Some(timeout) = call {
+            self.block(index, Wait::Reply { server, buffer }, timeout);
+        }
+        Ok([0; 3])
+    }
+
+    /// Gives a pending message to a server blocked in Recv and wakes it.
+    fn deliver(&mut self, server_index: usize, pending: Pending) -> Result<(), Error> {
+        let Some(RunState::Blocked {
+            wait: Wait::Receive { buffer, .. },
+            ..
+        }) = self.task(server_index).map(|t| t.state)
+        else {
+            return Err(Error::Dead);
+        };
+        let result = self.receive_into(server_index, buffer, pending);
+        self.wake(
+            server_index,
+            result.map(|()| [RecvKind::Message as u64, 0, 0]),
+        );
+        Ok(())
+    }
+
+    /// Writes a message into a receiver's buffer, installing its reply and transferred caps.
+    fn receive_into(
+        &mut self,
+        receiver: usize,
+        buffer: u64,
+        pending: Pending,
+    ) -> Result<(), Error> {
+        let Pending {
+            mut message,
+            reply_to,
+            cap,
+        } = pending;
+        let task = self.task_mut(receiver).ok_or(Error::Dead)?;
+        message.header.capability = CapSlot::NONE;
+        message.header.reply = CapSlot::NONE;
+        if let Some(cap) = cap {
+            let rights = cap.rights;
+            match task.caps.insert(cap) {
+                Ok(slot) => {
+                    message.header.capability = slot;
+                    message.header.capability_rights = rights.bits();
+                }
+                Err(_) => {
+                    message.header.flags = message
+                        .header
+                        .flags
+                        .without(MessageFlags::CARRIES_CAPABILITY)
+                }
+            }
+        }
+        if let Some(caller) = reply_to {
+            let reply = Capability::new(
+                CapabilityKind::Reply,
+                Object::Reply { caller },
+                Rights::SEND,
+                0,
+            );
+            match task.caps.insert(reply) {
+                Ok(slot) => message.header.reply = slot,
+                Err(error) => {
+                    // No room for the reply capability: the caller learns it at once.
+                    self.fail_caller(caller, error);
+                    return Err(Error::CapabilityTableFull);
+                }
+            }
+        }
+        let task = self.task(receiver).ok_or(Error::Dead)?;
+        task.write_message(buffer, &message)
+    }
+
+    fn fail_caller(&mut self, caller: TaskId, error: Error) {
+        if self.tasks.is_alive(caller) {
+            let index = usize::from(caller.index());
+            if matches!(
+                self.task(index).map(|t| t.state),
+                Some(RunState::Blocked {
+                    wait: Wait::Reply { .. },
+                    ..
+                })
+            ) {
+                self.wake(index, Err(error));
+            }
+        }
+    }
+
+    fn recv(
+        &mut self,
+        index: usize,
+        slot: u64,
+        buffer: u64,
+        timeout: u64,
+        mask: u64,
+    ) -> Result<[u64; 3], Error> {
+        let endpoint = if slot == u64::from(CapSlot::NONE.0) {
+            None
+        } else {
+            let task = self.task(index).ok_or(Error::Dead)?;
+            let cap =
+                task.caps
+                    .lookup(slot_of(slot)?, CapabilityKind::Endpoint, Rights::RECEIVE)?;
+            match cap.object {
+                Object::Endpoint(e) => Some(e),
+                _ => return Err(Error::WrongKind),
+            }
+        };
+        let task = self.task_mut(index).ok_or(Error::Dead)?;
+        let bits = task.notifications.take(mask);
+        if bits != 0 {
+            return Ok([RecvKind::Notification as u64, bits, 0]);
+        }
+        if endpoint.is_some() {
+            task.check_message_buffer(buffer)?;
+        }
+        if let Some(endpoint) = endpoint
+            && let Some(queued) = self.endpoints[endpoint as usize].queue.pop()
+        {
+            self.receive_into(index, buffer, queued.item)?;
+            return Ok([RecvKind::Message as u64, 0, 0]);
+        }
+        let timeout = Timeout::from_raw(timeout);
+        if timeout == Timeout::NonBlocking {
+            return Err(Error::WouldBlock);
+        }
+        if endpoint.is_none() && mask == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        self.block(
+            index,
+            Wait::Receive {
+                endpoint,
+                buffer,
+                mask,
+            },
+            timeout,
+        );
+        Ok([0; 3])
+    }
+
+    fn reply(&mut self, index: usize, slot: u64, buffer: u64) -> Result<[u64; 3], Error> {
+        let task = self.task_mut(index).ok_or(Error::Dead)?;
+        let cap = task.caps.take_reply(slot_of(slot)?)?;
+        let Object::Reply { caller } = cap.object else {
+            return Err(Error::WrongKind);
+        };
+        let task = self.task(index).ok_or(Error::Dead)?;
+        let mut message = task.read_message(buffer)?;
+        message.check_from_sender()?;
+        message.stamp(0, task.id);
+        message.header.flags = message
+            .header
+            .flags
+            .with(MessageFlags::IS_REPLY)
+            .without(MessageFlags::CARRIES_CAPABILITY);
+        message.header.capability = CapSlot::NONE;
+        let me = task.id;
+        let caller_index = usize::from(caller.index());
+        let waiting = self.tasks.is_alive(caller)
+            && matches!(
+                self.task(caller_index).map(|t| t.state),
+                Some(RunState::Blocked { wait: Wait::Reply { server, .. }, .. }) if server == me
+            );
+        if !waiting {
+            return Err(Error::Dead);
+        }
+        let Some(RunState::Blocked {
+            wait:
+                Wait::Reply {
+                    buffer: reply_buffer,
+                    ..
+                },
+            ..
+        }) = self.task(caller_index).map(|t| t.state)
+        else {
+            return Err(Error::Dead);
+        };
+        let written = self
+            .task(caller_index)
+            .ok_or(Error::Dead)?
+            .write_message(reply_buffer, &message);
+        self.wake(caller_index, written.map(|()| [0; 3]));
+        Ok([0; 3])
+    }
+
+    // ---- notifications and interrupts -------------------------------------------------------
+
+    fn notify_wait(&mut self, index: usize, mask: u64, timeout: u64) -> Result<[u64; 3], Error> {
+        if mask == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let task = self.task_mut(index).ok_or(Error::Dead)?;
+        let bits = task.notifications.take(mask);
+        if bits != 0 {
+            return Ok([bits, 0, 0]);
+        }
+        let timeout = Timeout::from_raw(timeout);
+        if timeout == Timeout::NonBlocking {
+            return Err(Error::WouldBlock);
+        }
+        self.block(index, Wait::Notification { mask }, timeout);
+        Ok([0; 3])
+    }
+
+    /// Raises notification bits for a task, waking it if it waits for any of them.
+    fn signal(&mut self, index: usize, bits: u64) {
+        let Some(task) = self.task_mut(index) else {
+            return;
+        };
+        let waiting = match task.state {
+            RunState::Blocked {
+                wait: Wait::Notification { mask },
+                ..
+            } => mask,
+            RunState::Blocked {
+                wait: Wait::Receive { mask, .. },
+                ..
+            } => mask,
+            _ => 0,
+        };
+        if task.notifications.signal(bits, waiting) {
+            let taken = task.notifications.take(waiting);
+            let result = match task.state {
+                RunState::Blocked {
+                    wait: Wait::Notification { .. },
+                    ..
+                } => [taken, 0, 0],
+                _ => [RecvKind::Notification as u64, taken, 0],
+            };
+            self.wake(index, Ok(result));
+        }
+    }
+
+    /// An interrupt arrived: mask it and tell its owner.
+    pub fn interrupt(&mut self, intid: u32) -> bool {
+        let Some(line) = self.irqs.iter().position(|r| r.intid == intid) else {
+            return false;
+        };
+        let route = &mut self.irqs[line];
+        irq::set_enabled(intid, false);
+        if let Some(IrqAction::MaskAndNotify { bits }) = route.line.fire() {
+            let owner = route.owner as usize;
+            self.signal(owner, bits);
+        }
+        true
+    }
+
+    fn irq_ack(&mut self, index: usize, slot: u64) -> Result<[u64; 3], Error> {
+        let task = self.task(index).ok_or(Error::Dead)?;
+        let cap = task
+            .caps
+            .lookup(slot_of(slot)?, CapabilityKind::Irq, Rights::NONE)?;
+        let Object::Irq(line) = cap.object else {
+            return Err(Error::WrongKind);
+        };
+        let route = self
+            .irqs
+            .get_mut(line as usize)
+            .ok_or(Error::InvalidCapability)?;
+        if let IrqAction::Unmask = route.line.acknowledge()? {
+            irq::set_enabled(route.intid, true);
+        }
+        Ok([0; 3])
+    }
+
+    // ---- memory ------------------------------------------------------------------------------
+
+    fn retain(&mut self, object: &Object) {
+        if let Object::Memory { id, .. } = object
+            && let Some(Some(m)) = self.memory.get_mut(*id as usize)
+        {
+            m.refs += 1;
+        }
+    }
+
+    fn release(&mut self, object: &Object) {
+        if let Object::Memory { id, .. } = object {
+            let id = *id as usize;
+            let Some(Some(m)) = self.memory.get_mut(id) else {
+                return;
+            };
+            m.refs = m.refs.saturating_sub(1);
+            if m.refs == 0 {
+                let (base, pages, owner) = (m.base, m.pages, m.charged_to);
+                self.memory[id] = None;
+                for page in 0..u64::from(pages) {
+                    let _ = memory::free_frame(base + page * FRAME_SIZE);
+                }
+                if let Some(task) = self.task_mut(owner as usize) {
+                    task.frames_used = task.frames_used.saturating_sub(pages as usize);
+                }
+            }
+        }
+    }
+
+    fn mem_alloc(&mut self, index: usize, pages: u64, align: u64) -> Result<[u64; 3], Error> {
+        let align = if align == 0 { 1 } else { align };
+        if pages == 0 || pages > 1 << 20 || !align.is_power_of_two() || align > 1 << 18 {
+            return Err(Error::InvalidArgument);
+        }
+        let task = self.task(index).ok_or(Error::Dead)?;
+        if task.frames_used + pages as usize > task.frames_quota {
+            return Err(Error::QuotaExceeded);
+        }
+        let base = memory::alloc_contiguous(pages as usize, align as usize)
+            .map_err(|_| Error::OutOfMemory)?;
+        let id = match self.memory.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                self.memory.push(None);
+                self.memory.len() - 1
+            }
+        };
+        self.memory[id] = Some(MemoryObject {
+            base,
+            pages: pages as u32,
+            refs: 1,
+            charged_to: index as u16,
+            shared: false,
+            mappings: Vec::new(),
+        });
+        let object = Object::Memory {
+            id: id as u32,
+            first: 0,
+            pages: pages as u32,
+        };
+        let task = self.task_mut(index).ok_or(Error::Dead)?;
+        task.frames_used += pages as usize;
+        let cap = Capability::new(
+            CapabilityKind::Memory,
+            object,
+            Rights::READ | Rights::WRITE | Rights::TRANSFER,
+            0,
+        );
+        match task.caps.insert(cap) {
+            Ok(slot) => Ok([u64::from(slot.0), 0, 0]),
+            Err(error) => {
+                self.release(&object);
+                Err(error)
+            }
+        }
+    }
+
+    fn memory_cap(
+        &self,
+        index: usize,
+        slot: u64,
+    ) -> Result<(Capability<Object>, u32, u32, u32), Error> {
+        let task = self.task(index).ok_or(Error::Dead)?;
+        let cap = *task
+            .caps
+            .lookup(slot_of(slot)?, CapabilityKind::Memory, Rights::NONE)?;
+        match cap.object {
+            Object::Memory { id, first, pages } => Ok((cap, id, first, pages)),
+            _ => Err(Error::WrongKind),
+        }
+    }
+
+    fn mem_map(&mut self, index: usize, args: [u64; 6]) -> Result<[u64; 3], Error> {
+        let [slot, va, rights, first_page, count, _] = args;
+        let (cap, id, first, pages) = self.memory_cap(index, slot)?;
+        let rights = Rights::from_bits(rights as u32).ok_or(Error::InvalidArgument)?;
+        if !cap
+            .rights
+            .contains(rights.intersection(Rights::READ | Rights::WRITE))
+            || rights.contains(Rights::EXECUTE)
+        {
+            return Err(Error::MissingRight);
+        }
+        if first_page >= u64::from(pages) {
+            return Err(Error::InvalidArgument);
+        }
+        let count = if count == 0 {
+            u64::from(pages) - first_page
+        } else {
+            count
+        };
+        if first_page + count > u64::from(pages) {
+            return Err(Error::BadLength);
+        }
+        let object = self
+            .memory
+            .get(id as usize)
+            .and_then(|m| m.as_ref())
+            .ok_or(Error::InvalidCapability)?;
+        let pa = object.base + (u64::from(first) + first_page) * FRAME_SIZE;
+        let access = Access {
+            write: rights.contains(Rights::WRITE),
+            execute: false,
+            device: false,
+        };
+        let task = self.task_mut(index).ok_or(Error::Dead)?;
+        task.space.map(va, pa, count as usize, access)?;
+        let record = (index as u16, va, first + first_page as u32, count as u32);
+        if let Some(Some(m)) = self.memory.get_mut(id as usize) {
+            m.mappings.push(record);
+            m.refs += 1;
+        }
+        Ok([0; 3])
+    }
+
+    fn mem_unmap(&mut self, index: usize, va: u64, count: u64) -> Result<[u64; 3], Error> {
+        // Only whole mappings made by MemMap may be removed.
+        let found = self.memory.iter().enumerate().find_map(|(id, m)| {
+            let m = m.as_ref()?;
+            m.mappings
+                .iter()
+                .position(|&(t, v, _, p)| t as usize == index && v == va && u64::from(p) == count)
+                .map(|position| (id, position))
+        });
+        let (id, position) = found.ok_or(Error::NotMapped)?;
+        let task = self.task_mut(index).ok_or(Error::Dead)?;
+        task.space.unmap(va, count as usize)?;
+        let object = match self.memory[id].as_mut() {
+            Some(m) => {
+                m.mappings.swap_remove(position);
+                Object::Memory {
+                    id: id as u32,
+                    first: 0,
+                    pages: m.pages,
+                }
+            }
+            None => return Ok([0; 3]),
+        };
+        self.release(&object);
+        Ok([0; 3])
+    }
+
+    fn mem_info(&self, index: usize, slot: u64) -> Result<[u64; 3], Error> {
+        let (cap, id, first, pages) = self.memory_cap(index, slot)?;
+        let object = self
+            .memory
+            .get(id as usize)
+            .and_then(|m| m.as_ref())
+            .ok_or(Error::InvalidCapability)?;
+        let address = if cap.rights.contains(Rights::PHYSICAL) {
+            object.base + u64::from(first) * FRAME_SIZE
+        } else {
+            0
+        };
+        Ok([u64::from(pages), address, u64::from(object.shared)])
+    }
+
+    fn mmio_map(
+        &mut self,
+        index: usize,
+        slot: u64,
+        va: u64,
+        rights: u64,
+    ) -> Result<[u64; 3], Error> {
+        let task = self.task(index).ok_or(Error::Dead)?;
+        let rights = Rights::from_bits(rights as u32).ok_or(Error::InvalidArgument)?;
+        let cap = task
+            .caps
+            .lookup(slot_of(slot)?, CapabilityKind::Mmio, rights)?;
+        let Object::Mmio { base, size } = cap.object else {
+            return Err(Error::WrongKind);
+        };
+        if rights.contains(Rights::EXECUTE) {
+            return Err(Error::MissingRight);
+        }
+        let access = Access {
+            write: rights.contains(Rights::WRITE),
+            execute: false,
+            device: true,
+        };
+        let task = self.task_mut(index).ok_or(Error::Dead)?;
+        task.space
+            .map(va, base, (size / FRAME_SIZE) as usize, access)?;
+        Ok([size, 0, 0])
+    }
+
+    // ---- tasks -------------------------------------------------------------------------------
+
+    /// Ends a task: frees what it holds, fails its peers' waits, reports to the supervisor.
+    fn end_task(&mut self, index: usize, reason: FaultReason, esr: u64, far: u64, detail: u64) {
+        let Some(id) = self.tasks.current_id(index) else {
+            return;
+        };
+        let Ok(mut task) = self.tasks.kill(id) else {
+            return;
+        };
+        let _ = self.run_queue.remove(index);
+        if self.current == Some(index) {
+            self.current = None;
+        }
+        if self.fp_owner == Some(index) {
+            self.fp_owner = None;
+        }
+        let elr = task.context.elr;
+        // Capabilities: release memory references; reply caps fail their callers.
+        let caps: Vec<Capability<Object>> = task.caps.iter().map(|(_, c)| *c).collect();
+        task.caps.clear();
+        for cap in &caps {
+            match cap.object {
+                Object::Reply { caller } => self.fail_caller(caller, Error::Dead),
+                other => self.release(&other),
+            }
+        }
+        // Mappings of memory objects in its address space.
+        let mut released = Vec::new();
+        for (id, object) in self.memory.iter_mut().enumerate() {
+            if let Some(m) = object {
+                let before = m.mappings.len();
+                m.mappings.retain(|&(t, ..)| t as usize != index);
+                for _ in m.mappings.len()..before {
+                    released.push(Object::Memory {
+                        id: id as u32,
+                        first: 0,
+                        pages: 0,
+                    });
+                }
+            }
+        }
+        for object in released {
+            self.release(&object);
+        }
+        for frame in task.own_frames.drain(..) {
+            let _ = memory::free_frame(frame);
+        }
+        // Its interrupts stay masked until a new instance acknowledges them.
+        for route in self.irqs.iter_mut().filter(|r| r.owner as usize == index) {
+            route.line.owner_died();
+            irq::set_enabled(route.intid, false);
+        }
+        drop(task);
+        // Messages it queued are dropped; calls waiting on it (as a server) fail with Dead.
+        for endpoint in self.endpoints.iter_mut() {
+            endpoint.queue.purge_sender(id);
+        }
+        let served: Vec<usize> = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.server as usize == index)
+            .map(|(i, _)| i)
+            .collect();
+        for endpoint in served {
+            while let Some(queued) = self.endpoints[endpoint].queue.pop() {
+                if let Some(caller) = queued.item.reply_to {
+                    self.fail_caller(caller, Error::Dead);
+                }
+                if let Some(cap) = queued.item.cap {
+                    self.release(&cap.object);
+                }
+            }
+        }
+        let waiting_on_it: Vec<usize> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches!(t.state, RunState::Blocked { wait: Wait::Reply { server, .. }, .. } if server == id))
+            .map(|(tid, _)| usize::from(tid.index()))
+            .collect();
+        for caller in waiting_on_it {
+            self.wake(caller, Err(Error::Dead));
+        }
+        self.outcomes[index] = Outcome {
+            state: match reason {
+                FaultReason::Exited => TaskState::Exited,
+                FaultReason::Killed => TaskState::Killed,
+                _ => TaskState::Faulted,
+            },
+            detail: if reason == FaultReason::Exited {
+                detail
+            } else {
+                esr
+            },
+        };
+        let name = self.specs[index].name.clone();
+        match reason {
+            FaultReason::Exited => kprintln!("task {name} exited with status {detail}"),
+            _ => kprintln!(
+                "task {name} {}: ESR {esr:#x} ({}), FAR {far:#x}, ELR {elr:#x}",
+                reason.description(),
+                esr::class_name(esr::exception_class(esr))
+            ),
+        }
+        // Report to the supervisor (task 0), unless it is the one that died.
+        if index != 0 {
+            let report = FaultReport {
+                task_index: index as u16,
+                reason: reason.to_raw(),
+                task_id: id,
+                esr,
+                far,
+                elr,
+                detail,
+            };
+            self.post_to_supervisor(report.to_message());
+        }
+        self.check_all_ready();
+    }
+
+    fn post_to_supervisor(&mut self, message: Message) {
+        let Some(endpoint) = self.endpoints.iter().position(|e| e.server == 0) else {
+            return;
+        };
+        let pending = Pending {
+            message,
+            reply_to: None,
+            cap: None,
+        };
+        let waiting = matches!(
+            self.task(0).map(|t| t.state),
+            Some(RunState::Blocked { wait: Wait::Receive { endpoint: Some(e), .. }, .. }) if e as usize == endpoint
+        );
+        if waiting {
+            let _ = self.deliver(0, pending);
+        } else if self.endpoints[endpoint]
+            .queue
+            .push(SenderKey::Task(u16::MAX), TaskId::KERNEL, pending)
+            .is_err()
+        {
+            kprintln!("supervisor queue full: a fault report was dropped");
+        }
+    }
+
+    fn task_control(&self, index: usize, slot: u64) -> Result<(), Error> {
+        let task = self.task(index).ok_or(Error::Dead)?;
+        task.caps
+            .lookup(slot_of(slot)?, CapabilityKind::TaskControl, Rights::NONE)?;
+        Ok(())
+    }
+
+    fn task_kill(&mut self, index: usize, slot: u64, target: u64) -> Result<[u64; 3], Error> {
+        self.task_control(index, slot)?;
+        let target = TaskId::from_raw(u32::try_from(target).map_err(|_| Error::InvalidArgument)?);
+        if !self.tasks.is_alive(target) {
+            return Err(Error::Dead);
+        }
+        self.end_task(usize::from(target.index()), FaultReason::Killed, 0, 0, 0);
+        Ok([0; 3])
+    }
+
+    fn task_restart(&mut self, index: usize, slot: u64, target: u64) -> Result<[u64; 3], Error> {
+        self.task_control(index, slot)?;
+        let target = usize::try_from(target).map_err(|_| Error::InvalidArgument)?;
+        if target >= self.specs.len() || target == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        if let RestartPolicy::Restart { max_restarts } = self.specs[target].restart {
+            if self.restarts[target] >= max_restarts {
+                return Err(Error::QuotaExceeded);
+            }
+        } else {
+            return Err(Error::InvalidArgument);
+        }
+        if self.tasks.current_id(target).is_some() {
+            self.end_task(target, FaultReason::Killed, 0, 0, 0);
+        }
+        self.restarts[target] += 1;
+        let id = self.spawn(target).map_err(|_| Error::OutOfMemory)?;
+        kprintln!(
+            "task {} restarted ({} of its restarts used)",
+            self.specs[target].name,
+            self.restarts[target]
+        );
+        Ok([u64::from(id.to_raw()), 0, 0])
+    }
+
+    fn task_status(&self, index: usize, slot: u64, target: u64) -> Result<[u64; 3], Error> {
+        self.task_control(index, slot)?;
+        let target = usize::try_from(target).map_err(|_| Error::InvalidArgument)?;
+        if target >= self.specs.len() {
+            return Err(Error::InvalidArgument);
+        }
+        let (state, id) = match self.tasks.get_by_index(target) {
+            Some((id, task)) => (
+                match task.state {
+                    RunState::Runnable => TaskState::Runnable,
+                    RunState::Blocked { .. } => TaskState::Blocked,
+                },
+                id.to_raw(),
+            ),
+            None => (
+                self.outcomes[target].state,
+                TaskId::new(target as u16, self.tasks.generation(target).unwrap_or(0)).to_raw(),
+            ),
+        };
+        Ok([state as u64, u64::from(id), self.outcomes[target].detail])
+    }
+
+    // ---- dispatch ----------------------------------------------------------------------------
+
+    fn syscall(&mut self, index: usize) -> Option<Result<[u64; 3], Error>> {
+        let task = self.task(index)?;
+        let number = task.context.x[8];
+        let a = [
+            task.context.x[0],
+            task.context.x[1],
+            task.context.x[2],
+            task.context.x[3],
+            task.context.x[4],
+            task.context.x[5],
+        ];
+        let Ok(number) = u32::try_from(number) else {
+            return Some(Err(Error::NoSuchSyscall));
+        };
+        let Ok(call) = Syscall::try_from(number) else {
+            return Some(Err(Error::NoSuchSyscall));
+        };
+        let result = match call {
+            Syscall::Yield => {
+                let _ = self.run_queue.rotate(index);
+                Ok([0; 3])
+            }
+            Syscall::Exit => {
+                if let Some(task) = self.task_mut(index) {
+                    task.ready = true;
+                }
+                self.end_task(index, FaultReason::Exited, 0, 0, a[0]);
+                return None;
+            }
+            Syscall::ConsoleWrite => self.console_write(index, a[0], a[1]),
+            Syscall::Time => {
+                let ticks = u128::from(CNTVCT_EL0.get());
+                Ok([
+                    (ticks * 1_000_000_000 / u128::from(self.frequency)) as u64,
+                    0,
+                    0,
+                ])
+            }
+            Syscall::TaskSelf => Ok([u64::from(task.id.to_raw()), 0, 0]),
+            Syscall::Send => self.send(index, a[0], a[1], None),
+            Syscall::Call => self.send(index, a[0], a[1], Some(Timeout::from_raw(a[2]))),
+            Syscall::Recv => self.recv(index, a[0], a[1], a[2], a[3]),
+            Syscall::Reply => self.reply(index, a[0], a[1]),
+            Syscall::NotifyWait => self.notify_wait(index, a[0], a[1]),
+            Syscall::NotifySignal => Err(Error::NoSuchSyscall),
+            Syscall::IrqAck => self.irq_ack(index, a[0]),
+            Syscall::CapInfo => slot_of(a[0]).and_then(|slot| task.caps.get(slot)).map(|c| {
+                [
+                    u64::from(c.kind.to_raw()),
+                    u64::from(c.rights.bits()),
+                    c.badge,
+                ]
+            }),
+            Syscall::CapDerive => {
+                let task = self.task_mut(index)?;
+                let rights = Rights::from_bits(a[1] as u32).ok_or(Error::InvalidArgument);
+                match rights.and_then(|r| slot_of(a[0]).and_then(|s| task.caps.derive(s, r, a[2])))
+                {
+                    Ok(slot) => {
+                        let object = task.caps.get(slot).map(|c| c.object);
+                        if let Ok(object) = object {
+                            self.retain(&object);
+                        }
+                        Ok([u64::from(slot.0), 0, 0])
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Syscall::CapDrop => {
+                let task = self.task_mut(index)?;
+                match slot_of(a[0]).and_then(|s| task.caps.remove(s)) {
+                    Ok(cap) => {
+                        match cap.object {
+                            Object::Reply { caller } => self.fail_caller(caller, Error::Dead),
+                            other => self.release(&other),
+                        }
+                        Ok([0; 3])
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Syscall::MemAlloc => self.mem_alloc(index, a[0], a[1]),
+            Syscall::MemMap => self.mem_map(index, a),
+            Syscall::MemUnmap => self.mem_unmap(index, a[0], a[1]),
+            Syscall::MemInfo => self.mem_info(index, a[0]),
+            Syscall::MemSlice => Err(Error::NoSuchSyscall),
+            Syscall::MmioMap => self.mmio_map(index, a[0], a[1], a[2]),
+            Syscall::Share | Syscall::Unshare => {
+                let task = self.task(index)?;
+                // Until the share syscalls land, holding Share is checked and the call refused.
+                slot_of(a[0])
+                    .and_then(|slot| task.caps.lookup(slot, CapabilityKind::Share, Rights::NONE))
+                    .and(Err(Error::NoSuchSyscall))
+            }
+            Syscall::TaskKill => self.task_kill(index, a[0], a[1]),
+            Syscall::TaskRestart => self.task_restart(index, a[0], a[1]),
+            Syscall::TaskStatus => self.task_status(index, a[0], a[1]),
+            Syscall::SystemOff => match self.task_control(index, a[0]) {
+                Ok(()) => {
+                    kprintln!(
+                        "moat: system off requested by {} (status {})",
+                        self.specs[index].name,
+                        a[1]
+                    );
+                    power::exit(a[1] as u32)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        Some(result)
+    }
+
+    fn console_write(&self, index: usize, address: u64, length: u64) -> Result<[u64; 3], Error> {
+        if length as usize > Syscall::CONSOLE_WRITE_MAX {
+            return Err(Error::BadLength);
+        }
+        let task = self.task(index).ok_or(Error::Dead)?;
+        let mut buffer = alloc::vec![0u8; length as usize];
+        task.copy_from_user(address, &mut buffer)?;
+        let text = String::from_utf8_lossy(&buffer);
+        crate::kprint!("{text}");
+        Ok([length, 0, 0])
+    }
+
+    /// Handles a synchronous exception from the current task.
+    fn sync_exception(&mut self, index: usize, esr_value: u64, far: u64) {
+        let ec = esr::exception_class(esr_value);
+        if ec == 0x15 {
+            let Some(elr) = self.task(index).map(|t| t.context.elr) else {
+                return;
+            };
+            let _ = elr;
+            if let Some(result) = self.syscall(index) {
+                // A blocked task's registers are written when it wakes.
+                if let Some(task) = self.task_mut(index)
+                    && task.state == RunState::Runnable
+                {
+                    task.context.set_result(result);
+                }
+            }
+            return;
+        }
+        let reason = match ec {
+            0x20 => FaultReason::InstructionAbort,
+            0x24 => FaultReason::DataAbort,
+            0x00 => FaultReason::Undefined,
+            _ => FaultReason::Other,
+        };
+        self.end_task(index, reason, esr_value, far, 0);
+    }
+
+    /// Wakes tasks whose deadline has passed.
+    fn expire_timeouts(&mut self) {
+        let now = CNTVCT_EL0.get();
+        let expired: Vec<usize> = self
+            .tasks
+            .iter()
+            .filter(
+                |(_, t)| matches!(t.state, RunState::Blocked { deadline: Some(d), .. } if d <= now),
+            )
+            .map(|(id, _)| usize::from(id.index()))
+            .collect();
+        for index in expired {
+            self.wake(index, Err(Error::TimedOut));
+        }
+    }
+
+    /// Picks the next task and prepares the CPU for it; `None` means idle.
+    fn schedule(&mut self) -> Option<*mut Context> {
+        let next = self.run_queue.pick()?;
+        if self.fp_owner != Some(next) {
+            if let Some(owner) = self.fp_owner
+                && let Some(task) = self.task_mut(owner)
+            {
+                // SAFETY: the context belongs to a live task; the FP registers hold its state.
+                unsafe { fp_save(&mut *task.context) };
+            }
+            let task = self.task_mut(next)?;
+            // SAFETY: as above, loading the next task's saved FP state.
+            unsafe { fp_restore(&mut *task.context) };
+            self.fp_owner = Some(next);
+        }
+        let task = self.task_mut(next)?;
+        let ttbr0 = task.space.ttbr0();
+        let context: *mut Context = &mut *task.context;
+        if self.current != Some(next) {
+            // SAFETY: the new TTBR0 is a valid table tree for this task's ASID.
+            unsafe {
+                core::arch::asm!("msr ttbr0_el1, {0}", "isb", in(reg) ttbr0, options(nostack))
+            };
+        }
+        self.current = Some(next);
+        Some(context)
+    }
+}
+
+fn slot_of(raw: u64) -> Result<CapSlot, Error> {
+    u32::try_from(raw)
+        .map(CapSlot)
+        .map_err(|_| Error::InvalidCapability)
+}
+
+/// Called from `switch.S` for every exception from EL0. Returns the context to resume.
+#[unsafe(no_mangle)]
+extern "C" fn el0_trap(context: *mut Context, kind: u64) -> *mut Context {
+    let mut guard = KERNEL.lock();
+    let Some(kernel) = guard.as_mut() else {
+        panic!("a task trapped before the kernel started tasks")
+    };
+    let current = kernel.current.filter(|&i| {
+        kernel
+            .task(i)
+            .is_some_and(|t| core::ptr::eq(&*t.context, context))
+    });
+    match (kind, current) {
+        (0, Some(index)) => {
+            let esr_value: u64;
+            let far: u64;
+            // SAFETY: reading the syndrome registers of the exception being handled.
+            unsafe {
+                core::arch::asm!("mrs {0}, esr_el1", "mrs {1}, far_el1", out(reg) esr_value, out(reg) far, options(nostack));
+            }
+            kernel.sync_exception(index, esr_value, far);
+        }
+        (1, _) => handle_irqs(kernel),
+        (_, Some(index)) => kernel.end_task(index, FaultReason::Other, 0, 0, kind),
+        (_, None) => panic!("exception from a task that is not current"),
+    }
+    if let Some(next) = kernel.schedule() {
+        return next;
+    }
+    drop(guard);
+    idle()
+}
+
+/// Acknowledges and routes every pending interrupt; the timer drives timeouts and time slices.
+fn handle_irqs(kernel: &mut Kernel) {
+    while let Some(intid) = irq::acknowledge() {
+        if irq::is_timer(intid) {
+            irq::timer_tick();
+            kernel.expire_timeouts();
+            if let Some(current) = kernel.current {
+                let _ = kernel.run_queue.rotate(current);
+            }
+        } else if !kernel.interrupt(intid) {
+            kprintln!("irq: unexpected interrupt {intid}");
+        }
+        irq::end(intid);
+    }
+}
+
+/// Called by the EL1 IRQ path while the kernel idles.
+pub fn irq_while_idle() -> bool {
+    match KERNEL.try_lock() {
+        Some(mut guard) => match guard.as_mut() {
+            Some(kernel) => {
+                handle_irqs(kernel);
+                true
+            }
+            None => false,
+        },
+        None => false,
+    }
+}
+
+/// Waits with interrupts enabled until some task can run, then runs it.
+fn idle() -> ! {
+    loop {
+        {
+            let mut guard = KERNEL.lock();
+            if let Some(kernel) = guard.as_mut()
+                && let Some(context) = kernel.schedule()
+            {
+                let stack_top = kernel.stack_top;
+                drop(guard);
+                // SAFETY: `context` is the saved state of the task just scheduled, whose address
+                // space is now in TTBR0; the kernel stack is abandoned, nothing on it is live.
+                unsafe { enter_user(context, stack_top) };
+            }
+            if let Some(kernel) = guard.as_mut() {
+                kernel.current = None;
+            }
+        }
+        // SAFETY: unmask IRQs, wait, mask again; the handler runs in between on this stack.
+        unsafe {
+            core::arch::asm!(
+                "msr daifclr, #2",
+                "wfi",
+                "msr daifset, #2",
+                options(nostack)
+            )
+        };
+    }
+}

@@ -32,8 +32,8 @@ use crate::{irq, kprintln, memory, power};
 
 /// Most tasks the kernel runs.
 pub const MAX_TASKS: usize = 32;
-const LEVELS: usize = 8;
-const QUEUE_CAPACITY: usize = 32;
+const LEVELS: usize = 16;
+const QUEUE_CAPACITY: usize = 64;
 
 /// A message waiting in an endpoint's queue.
 #[derive(Clone, Debug)]
@@ -203,6 +203,11 @@ pub fn start(
         }
     }
     kprintln!("tasks: {} started", task_count);
+    // Tasks may read the virtual counter (CNTKCTL_EL1.EL0VCTEN) for timing.
+    // SAFETY: only widens what EL0 may read; no memory is affected.
+    unsafe {
+        core::arch::asm!("mrs {t}, cntkctl_el1", "orr {t}, {t}, #2", "msr cntkctl_el1, {t}", "isb", t = out(reg) _, options(nostack));
+    }
     // Let TTBR0 walks happen from now on.
     // SAFETY: clearing EPD0 only re-enables TTBR0 translation; TTBR0 is set per task before
     // any user address is touched.
@@ -474,11 +479,13 @@ impl Kernel {
             reply_to,
             cap,
         } = pending;
+        let mut released = None;
         let task = self.task_mut(receiver).ok_or(Error::Dead)?;
         message.header.capability = CapSlot::NONE;
         message.header.reply = CapSlot::NONE;
         if let Some(cap) = cap {
             let rights = cap.rights;
+            let object = cap.object;
             match task.caps.insert(cap) {
                 Ok(slot) => {
                     message.header.capability = slot;
@@ -488,7 +495,8 @@ impl Kernel {
                     message.header.flags = message
                         .header
                         .flags
-                        .without(MessageFlags::CARRIES_CAPABILITY)
+                        .without(MessageFlags::CARRIES_CAPABILITY);
+                    released = Some(object);
                 }
             }
         }
@@ -507,6 +515,9 @@ impl Kernel {
                     return Err(Error::CapabilityTableFull);
                 }
             }
+        }
+        if let Some(object) = released {
+            self.release(&object);
         }
         let task = self.task(receiver).ok_or(Error::Dead)?;
         task.write_message(buffer, &message)
@@ -868,6 +879,64 @@ impl Kernel {
         Ok([0; 3])
     }
 
+    fn mem_slice(&mut self, index: usize, args: [u64; 6]) -> Result<[u64; 3], Error> {
+        let [slot, first_page, count, rights, ..] = args;
+        let (cap, id, first, pages) = self.memory_cap(index, slot)?;
+        let rights = Rights::from_bits(rights as u32).ok_or(Error::InvalidArgument)?;
+        if !cap.rights.contains(rights) {
+            return Err(Error::MissingRight);
+        }
+        if count == 0 || first_page >= u64::from(pages) || count > u64::from(pages) - first_page {
+            return Err(Error::InvalidArgument);
+        }
+        let object = Object::Memory {
+            id,
+            first: first + first_page as u32,
+            pages: count as u32,
+        };
+        let slice = Capability::new(CapabilityKind::Memory, object, rights, cap.badge);
+        let task = self.task_mut(index).ok_or(Error::Dead)?;
+        let new_slot = task.caps.insert(slice)?;
+        self.retain(&object);
+        Ok([u64::from(new_slot.0), 0, 0])
+    }
+
+    /// Share (or unshare) a whole memory object with the host. In a plain guest this only
+    /// records the state (the device address is the physical address); the Realm-mode work
+    /// plugs RSI in here. Pages are zeroed on every state change.
+    fn share(
+        &mut self,
+        index: usize,
+        share_slot: u64,
+        memory_slot: u64,
+        shared: bool,
+    ) -> Result<[u64; 3], Error> {
+        let task = self.task(index).ok_or(Error::Dead)?;
+        task.caps
+            .lookup(slot_of(share_slot)?, CapabilityKind::Share, Rights::NONE)?;
+        let (_, id, first, pages) = self.memory_cap(index, memory_slot)?;
+        let object = self
+            .memory
+            .get_mut(id as usize)
+            .and_then(|m| m.as_mut())
+            .ok_or(Error::InvalidCapability)?;
+        if first != 0 || pages != object.pages {
+            return Err(Error::InvalidArgument);
+        }
+        // Break-before-make must cover every mapping: refuse frames another task maps.
+        if object.mappings.iter().any(|&(t, ..)| t as usize != index) {
+            return Err(Error::MappedElsewhere);
+        }
+        if object.shared == shared {
+            return Err(Error::InvalidArgument);
+        }
+        object.shared = shared;
+        for page in 0..u64::from(object.pages) {
+            memory::zero_frame(object.base + page * FRAME_SIZE);
+        }
+        Ok([object.base, 0, 0])
+    }
+
     fn mem_info(&self, index: usize, slot: u64) -> Result<[u64; 3], Error> {
         let (cap, id, first, pages) = self.memory_cap(index, slot)?;
         let object = self
@@ -966,9 +1035,20 @@ impl Kernel {
             irq::set_enabled(route.intid, false);
         }
         drop(task);
-        // Messages it queued are dropped; calls waiting on it (as a server) fail with Dead.
+        // Calls it queued are dropped (no one could take the reply); one-way messages it sent
+        // before it ended are still delivered. Calls waiting on it (as a server) fail with Dead.
+        let mut dropped_caps = Vec::new();
         for endpoint in self.endpoints.iter_mut() {
-            endpoint.queue.purge_sender(id);
+            endpoint.queue.remove_where(|queued| {
+                let drop = queued.sender == id && queued.item.reply_to.is_some();
+                if drop && let Some(cap) = &queued.item.cap {
+                    dropped_caps.push(cap.object);
+                }
+                drop
+            });
+        }
+        for object in dropped_caps {
+            self.release(&object);
         }
         let served: Vec<usize> = self
             .endpoints
@@ -1011,6 +1091,7 @@ impl Kernel {
         let name = self.specs[index].name.clone();
         match reason {
             FaultReason::Exited => kprintln!("task {name} exited with status {detail}"),
+            FaultReason::Killed => kprintln!("task {name} killed"),
             _ => kprintln!(
                 "task {name} {}: ESR {esr:#x} ({}), FAR {far:#x}, ELR {elr:#x}",
                 reason.description(),
@@ -1209,15 +1290,10 @@ impl Kernel {
             Syscall::MemMap => self.mem_map(index, a),
             Syscall::MemUnmap => self.mem_unmap(index, a[0], a[1]),
             Syscall::MemInfo => self.mem_info(index, a[0]),
-            Syscall::MemSlice => Err(Error::NoSuchSyscall),
+            Syscall::MemSlice => self.mem_slice(index, a),
             Syscall::MmioMap => self.mmio_map(index, a[0], a[1], a[2]),
-            Syscall::Share | Syscall::Unshare => {
-                let task = self.task(index)?;
-                // Until the share syscalls land, holding Share is checked and the call refused.
-                slot_of(a[0])
-                    .and_then(|slot| task.caps.lookup(slot, CapabilityKind::Share, Rights::NONE))
-                    .and(Err(Error::NoSuchSyscall))
-            }
+            Syscall::Share => self.share(index, a[0], a[1], true),
+            Syscall::Unshare => self.share(index, a[0], a[1], false),
             Syscall::TaskKill => self.task_kill(index, a[0], a[1]),
             Syscall::TaskRestart => self.task_restart(index, a[0], a[1]),
             Syscall::TaskStatus => self.task_status(index, a[0], a[1]),

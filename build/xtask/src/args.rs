@@ -4,6 +4,7 @@
 //! the host without running anything.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// What `cargo xtask` was asked to do.
@@ -11,12 +12,28 @@ use std::time::Duration;
 pub enum Command {
     /// Print this help text and exit successfully.
     Help(&'static str),
-    /// Build the kernel and write the raw `Image`.
-    Build,
+    /// Build the tasks and the kernel and write the raw `Image`.
+    Build(BuildOptions),
     /// Build, then boot under QEMU with the console on stdio.
     Run(RunOptions),
     /// Host tests, then QEMU boot tests.
     Test(TestOptions),
+    /// Measurements: prints a table and writes `target/bench/results.json`.
+    Bench(BenchOptions),
+}
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// `--quick`: shorter criterion warm-up and measurement (noisier numbers, for trying things).
+    pub quick: bool,
+}
+
+/// Options of `cargo xtask build`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// `--manifest PATH`: build this system instead of build/system.toml.
+    pub manifest: Option<PathBuf>,
 }
 
 /// Options of `cargo xtask run`.
@@ -28,6 +45,8 @@ pub struct RunOptions {
     pub el2: bool,
     /// `--gdb`: start QEMU halted with a gdb stub on TCP port 1234.
     pub gdb: bool,
+    /// `--manifest PATH`: boot this system instead of build/system.toml.
+    pub manifest: Option<PathBuf>,
     /// Everything after `--`: appended to the kernel command line.
     pub kernel_args: Vec<String>,
 }
@@ -75,6 +94,7 @@ Commands:
   build   Build the kernel and write the raw Linux arm64 Image (last output line: its path)
   run     Build, then boot the kernel under QEMU with the console on this terminal
   test    Run the host tests (`cargo test`), then boot tests under QEMU
+  bench   Run the benchmarks: print a table, write <target-dir>/bench/results.json
   help    Print this help, or a command's help: `cargo xtask help run`
 
 Run `cargo xtask <COMMAND> --help` for a command's options.
@@ -82,21 +102,32 @@ Run `cargo xtask <COMMAND> --help` for a command's options.
 
 /// Help of `cargo xtask build`.
 pub const BUILD_HELP: &str = "\
-cargo xtask build: build the kernel image.
+cargo xtask build: build the task binaries and the kernel image.
 
-Usage: cargo xtask build
+Usage: cargo xtask build [--manifest PATH]
 
-Builds `moat-kernel` for aarch64-unknown-none-softfloat (release), adding the Rust targets
-with rustup if they are missing, and converts the ELF's loadable segments into a raw
-Linux arm64 Image at <target-dir>/moat/Image. Prints the ELF path, then the Image path as
-the last line.
+1. Checks the system manifest build/system.toml (docs/manifest.md); a mistake is an error
+   naming its line.
+2. Builds every task binary it names (cargo build --release --target aarch64-unknown-none),
+   strips each to what the kernel loads and packs them with the compiled manifest into
+   <target-dir>/moat/system.bin.
+3. Builds `moat-kernel` for aarch64-unknown-none-softfloat (release) with that archive
+   embedded (MOAT_SYSTEM_ARCHIVE; an empty archive when the manifest lists no task), and
+   converts the ELF's loadable segments into a raw Linux arm64 Image at
+   <target-dir>/moat/Image.
+Adds the Rust targets with rustup if they are missing. Prints the ELF path, then the Image
+path as the last line.
+
+Options:
+  --manifest PATH   Build the system described by PATH instead of build/system.toml; its
+                    Image is <target-dir>/moat/<stem>.Image (the default Image is untouched)
 ";
 
 /// Help of `cargo xtask run`.
 pub const RUN_HELP: &str = "\
 cargo xtask run: build, then boot Moat under QEMU.
 
-Usage: cargo xtask run [--no-realm] [--el2] [--gdb] [-- KERNEL_ARGS...]
+Usage: cargo xtask run [--no-realm] [--el2] [--gdb] [--manifest PATH] [-- KERNEL_ARGS...]
 
 Boots qemu-system-aarch64 -M virt,gic-version=3 -cpu cortex-a72 -m 512M with one
 virtio-blk disk (<target-dir>/moat/disk.img, created when missing) and one virtio-net
@@ -108,6 +139,8 @@ Options:
   --no-realm   The plain guest (Realm mode is not implemented yet, so this is the default)
   --el2        Enter the kernel at EL2 (-M virt,virtualization=on); it drops to EL1
   --gdb        Start halted with a gdb stub on localhost:1234 (QEMU -s -S)
+  --manifest PATH
+               Boot the system described by PATH instead of build/system.toml
   -- ARGS...   Append ARGS to the kernel command line, e.g. `-- fault=data-abort`
 ";
 
@@ -118,7 +151,8 @@ cargo xtask test: everything CI runs after fmt and clippy.
 Usage: cargo xtask test [--timeout SECONDS] [--boot-only]
 
 1. `cargo test` at the workspace root (the host crates, the default members).
-2. Builds the image, then QEMU boot tests, each with a timeout after which QEMU is killed:
+2. Builds the image (checking build/system.toml and building its tasks, as `build` does),
+   then QEMU boot tests, each with a timeout after which QEMU is killed:
      el1        plain guest entered at EL1: banner, memory map, devices (virtio-blk and
                 virtio-net), `moat: boot self-check passed`, exit status 0
      el2        the same entered at EL2 (-M virt,virtualization=on)
@@ -135,6 +169,30 @@ Options:
   --boot-only         Skip `cargo test`; only the QEMU boot tests
 ";
 
+/// Help of `cargo xtask bench`.
+pub const BENCH_HELP: &str = "\
+cargo xtask bench: measure, print a table and write <target-dir>/bench/results.json.
+
+Usage: cargo xtask bench [--quick]
+
+Builds the image (tasks included), then runs every measurement and writes one flat JSON
+object {\"name_with_unit\": number, ...} with the names the table shows:
+  image_KiB                   size of the bootable Image, task binaries included
+  dma_map_unmap_ns            DMA server: one map + unmap pair (4 KiB), median, pool at 50%
+                              occupancy, 4 MiB pool (criterion, `cargo bench -p moat-dma-server`)
+  dma_map_unmap_ns_256MiB     the same with a 256 MiB pool
+  dma_map_unmap_scaling       256 MiB time / 4 MiB time (target <= 1.2)
+  dma_*_ns                    every other criterion benchmark of that run, by its id
+  dma_pool_metadata_bytes_per_MiB, and any `moat-bench: NAME = NUMBER` line a bench prints
+  ram_at_ready_KiB            memory in use when the kernel prints `moat: ready` (QEMU boot;
+                              skipped while the kernel does not print it)
+A measurement that cannot run yet is shown as skipped; one that fails makes the exit status
+non-zero. Benchmarks are never run as timed assertions in tests.
+
+Options:
+  --quick   Criterion with 1 s warm-up and 2 s measurement per benchmark (noisier)
+";
+
 /// Parses the arguments that follow `cargo xtask` (the program name already removed).
 pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     let Some((subcommand, rest)) = args.split_first() else {
@@ -147,11 +205,13 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             Some("build") => Ok(Command::Help(BUILD_HELP)),
             Some("run") => Ok(Command::Help(RUN_HELP)),
             Some("test") => Ok(Command::Help(TEST_HELP)),
+            Some("bench") => Ok(Command::Help(BENCH_HELP)),
             Some(other) => Err(UsageError(format!("no help for unknown command `{other}`"))),
         },
         "build" => parse_build(rest),
         "run" => parse_run(rest),
         "test" => parse_test(rest),
+        "bench" => parse_bench(rest),
         other => Err(UsageError(format!("unknown command `{other}`"))),
     }
 }
@@ -160,14 +220,26 @@ fn is_help(arg: &str) -> bool {
     arg == "-h" || arg == "--help"
 }
 
-fn parse_build(args: &[String]) -> Result<Command, UsageError> {
-    match args.first() {
-        None => Ok(Command::Build),
-        Some(arg) if is_help(arg) => Ok(Command::Help(BUILD_HELP)),
-        Some(arg) => Err(UsageError(format!(
-            "`build` takes no arguments, got `{arg}`"
-        ))),
+fn parse_manifest(value: Option<&String>) -> Result<Option<PathBuf>, UsageError> {
+    match value {
+        Some(path) if !path.is_empty() && !path.starts_with('-') => Ok(Some(PathBuf::from(path))),
+        _ => Err(UsageError(
+            "`--manifest` needs the path of a system manifest".into(),
+        )),
     }
+}
+
+fn parse_build(args: &[String]) -> Result<Command, UsageError> {
+    let mut options = BuildOptions::default();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--manifest" => options.manifest = parse_manifest(iter.next())?,
+            _ if is_help(arg) => return Ok(Command::Help(BUILD_HELP)),
+            _ => return Err(UsageError(format!("unknown `build` argument `{arg}`"))),
+        }
+    }
+    Ok(Command::Build(options))
 }
 
 fn parse_run(args: &[String]) -> Result<Command, UsageError> {
@@ -178,6 +250,7 @@ fn parse_run(args: &[String]) -> Result<Command, UsageError> {
             "--no-realm" => options.no_realm = true,
             "--el2" => options.el2 = true,
             "--gdb" => options.gdb = true,
+            "--manifest" => options.manifest = parse_manifest(iter.next())?,
             "--" => {
                 options.kernel_args = iter.cloned().collect();
                 break;
@@ -212,6 +285,18 @@ fn parse_test(args: &[String]) -> Result<Command, UsageError> {
     Ok(Command::Test(options))
 }
 
+fn parse_bench(args: &[String]) -> Result<Command, UsageError> {
+    let mut options = BenchOptions::default();
+    for arg in args {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            _ if is_help(arg) => return Ok(Command::Help(BENCH_HELP)),
+            _ => return Err(UsageError(format!("unknown `bench` argument `{arg}`"))),
+        }
+    }
+    Ok(Command::Bench(options))
+}
+
 fn parse_seconds(value: &str) -> Result<Duration, UsageError> {
     match value.parse::<u64>() {
         Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
@@ -244,6 +329,7 @@ mod tests {
             ("build", BUILD_HELP),
             ("run", RUN_HELP),
             ("test", TEST_HELP),
+            ("bench", BENCH_HELP),
         ] {
             assert_eq!(
                 parse_str(&format!("{name} --help")),
@@ -260,8 +346,19 @@ mod tests {
     }
 
     #[test]
-    fn build_takes_no_arguments() {
-        assert_eq!(parse_str("build"), Ok(Command::Build));
+    fn build_takes_an_optional_manifest() {
+        assert_eq!(
+            parse_str("build"),
+            Ok(Command::Build(BuildOptions::default()))
+        );
+        assert_eq!(
+            parse_str("build --manifest tests/ipc.toml"),
+            Ok(Command::Build(BuildOptions {
+                manifest: Some("tests/ipc.toml".into())
+            }))
+        );
+        assert!(parse_str("build --manifest").is_err());
+        assert!(parse_str("build --manifest --el2").is_err());
         assert!(parse_str("build --el2").is_err());
     }
 
@@ -269,11 +366,12 @@ mod tests {
     fn run_flags() {
         assert_eq!(parse_str("run"), Ok(Command::Run(RunOptions::default())));
         assert_eq!(
-            parse_str("run --el2 --gdb --no-realm"),
+            parse_str("run --el2 --gdb --no-realm --manifest m.toml"),
             Ok(Command::Run(RunOptions {
                 no_realm: true,
                 el2: true,
                 gdb: true,
+                manifest: Some("m.toml".into()),
                 kernel_args: vec![]
             }))
         );
@@ -287,6 +385,7 @@ mod tests {
                 no_realm: true,
                 el2: false,
                 gdb: false,
+                manifest: None,
                 kernel_args: vec!["fault=data-abort".into(), "--el2".into(), "--".into()],
             }))
         );
@@ -316,8 +415,21 @@ mod tests {
     }
 
     #[test]
+    fn bench_options() {
+        assert_eq!(
+            parse_str("bench"),
+            Ok(Command::Bench(BenchOptions::default()))
+        );
+        assert_eq!(
+            parse_str("bench --quick"),
+            Ok(Command::Bench(BenchOptions { quick: true }))
+        );
+        assert!(parse_str("bench --slow").is_err());
+    }
+
+    #[test]
     fn unknown_command_is_an_error() {
-        let error = parse_str("bench").unwrap_err();
-        assert!(error.to_string().contains("unknown command `bench`"));
+        let error = parse_str("frobnicate").unwrap_err();
+        assert!(error.to_string().contains("unknown command `frobnicate`"));
     }
 }

@@ -2,22 +2,28 @@
 //!
 //! Design: every decision that can be made without running anything — parsing arguments,
 //! turning the kernel ELF into an Image, building QEMU's command line, judging a console log —
-//! is a pure function with unit tests (`cargo test -p xtask`). This file only sequences them
-//! and turns the outcome into an exit status.
+//! checking the system manifest, reading benchmark output — is a pure function with unit tests
+//! (`cargo test -p xtask`). This file only sequences them and turns the outcome into an exit
+//! status.
 
 mod args;
+mod bench;
 mod boot_tests;
 mod console;
 mod image;
+mod manifest;
 mod qemu;
+mod system;
 mod workspace;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::args::{Command, RunOptions, TestOptions};
+use crate::args::{BuildOptions, Command, RunOptions, TestOptions};
 use crate::console::Ending;
+use crate::system::SystemPaths;
 use crate::workspace::Workspace;
 
 fn main() -> ExitCode {
@@ -29,9 +35,16 @@ fn main() -> ExitCode {
                 print!("{text}");
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Build => build(),
+            Command::Build(options) => build(options),
             Command::Run(options) => run(options),
             Command::Test(options) => test(options),
+            Command::Bench(options) => bench::run(options).map(|passed| {
+                if passed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }),
         });
     match result {
         Ok(code) => code,
@@ -42,10 +55,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// The system a `--manifest` option names, or the default one.
+fn system_paths(workspace: &Workspace, manifest: Option<&Path>) -> SystemPaths {
+    match manifest {
+        Some(path) => SystemPaths::other_system(workspace, path),
+        None => SystemPaths::default_system(workspace),
+    }
+}
+
 /// `cargo xtask build`.
-fn build() -> Result<ExitCode> {
+fn build(options: BuildOptions) -> Result<ExitCode> {
     let workspace = Workspace::locate()?;
-    let image = workspace::build_kernel(&workspace)?;
+    let paths = system_paths(&workspace, options.manifest.as_deref());
+    let image = workspace::build_system(&workspace, &paths)?;
     println!("ELF:   {}", workspace.kernel_elf().display());
     println!("{}", image.display());
     Ok(ExitCode::SUCCESS)
@@ -57,7 +79,8 @@ fn run(options: RunOptions) -> Result<ExitCode> {
         eprintln!("xtask: Realm mode is not implemented yet; running the plain guest (--no-realm)");
     }
     let workspace = Workspace::locate()?;
-    let image = workspace::build_kernel(&workspace)?;
+    let paths = system_paths(&workspace, options.manifest.as_deref());
+    let image = workspace::build_system(&workspace, &paths)?;
     qemu::ensure_installed()?;
     let disk = workspace.output_dir().join("disk.img");
     workspace::ensure_disk(&disk)?;

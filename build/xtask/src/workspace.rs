@@ -8,6 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::image;
+use crate::system::{self, SystemPaths};
 
 /// The Rust target the kernel is built for (no FP/SIMD in privileged code).
 pub const KERNEL_TARGET: &str = "aarch64-unknown-none-softfloat";
@@ -17,6 +18,9 @@ pub const RUST_TARGETS: [&str; 2] = ["aarch64-unknown-none", KERNEL_TARGET];
 
 /// Cargo package and binary name of the kernel.
 pub const KERNEL_PACKAGE: &str = "moat-kernel";
+
+/// The variable that tells `kernel/build.rs` which system archive to embed.
+pub const SYSTEM_ARCHIVE_VARIABLE: &str = "MOAT_SYSTEM_ARCHIVE";
 
 /// Size of the virtio-blk disk image created when it is missing.
 pub const DISK_BYTES: u64 = 64 << 20;
@@ -163,11 +167,23 @@ pub fn ensure_rust_targets(workspace: &Workspace) -> Result<()> {
     Ok(())
 }
 
-/// Builds the kernel ELF and writes the raw Image; returns the Image's path.
+/// Builds the default system (`build/system.toml`): see [`build_system`].
 pub fn build_kernel(workspace: &Workspace) -> Result<PathBuf> {
+    build_system(workspace, &SystemPaths::default_system(workspace))
+}
+
+/// Checks the system's manifest, builds its task binaries and archive, builds the kernel ELF
+/// with the archive embedded and writes the raw Image; returns the Image's path.
+pub fn build_system(workspace: &Workspace, paths: &SystemPaths) -> Result<PathBuf> {
     ensure_rust_targets(workspace)?;
-    let status = workspace
-        .cargo()
+    let archive = system::build(workspace, paths)?;
+    let mut command = workspace.cargo();
+    // kernel/build.rs embeds the archive named here, or an empty one when it is unset.
+    match &archive {
+        Some(path) => command.env(SYSTEM_ARCHIVE_VARIABLE, path),
+        None => command.env_remove(SYSTEM_ARCHIVE_VARIABLE),
+    };
+    let status = command
         .args([
             "build",
             "--release",
@@ -186,9 +202,10 @@ pub fn build_kernel(workspace: &Workspace) -> Result<PathBuf> {
         .with_context(|| format!("reading the kernel ELF {}", elf_path.display()))?;
     let image = image::elf_to_image(&elf)
         .with_context(|| format!("converting {} to an Image", elf_path.display()))?;
-    let image_path = workspace.kernel_image();
-    fs::create_dir_all(workspace.output_dir())
-        .with_context(|| format!("creating {}", workspace.output_dir().display()))?;
+    let image_path = paths.image.clone();
+    if let Some(parent) = image_path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
     fs::write(&image_path, &image).with_context(|| format!("writing {}", image_path.display()))?;
     Ok(image_path)
 }

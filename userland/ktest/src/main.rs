@@ -1,0 +1,534 @@
+//! `ktest`: the kernel's end-to-end tests, run as Moat tasks under QEMU by `cargo xtask test`.
+//!
+//! One binary plays several roles, chosen by the task's manifest name (see
+//! `build/system-ktest.toml`):
+//! - `ktest` (the runner): runs each check, prints `ktest: PASS <name>` or
+//!   `ktest: FAIL <name>: <why>`, then powers the system off with the number of failures as the
+//!   exit status;
+//! - `ktest-echo`: answers pings, and maps memory it is sent to prove both sides see the same
+//!   bytes;
+//! - `ktest-victim`: a server with restart policy "never", used to check `Dead`;
+//! - `ktest-faulty`: faults on its first run; its restarted instance reports back;
+//! - `ktest-fuzz`: thousands of syscalls with random numbers and arguments, then reports back.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(target_os = "none")]
+mod task {
+    use core::fmt::Write;
+
+    use moat_abi::{CapSlot, CapabilityKind, Error, Message, Rights, TaskId, TaskState, Timeout};
+    use moat_userlib::{Kernel, Received, Syscalls, caps, memory};
+
+    moat_userlib::entry!(main);
+
+    const PING: u32 = 1;
+    const MEMORY: u32 = 2;
+    const RESTARTED: u32 = 4;
+    const FUZZ_DONE: u32 = 6;
+    const EXIT_WITHOUT_REPLY: u32 = 9;
+
+    fn cap(name: &str, kind: CapabilityKind) -> Result<CapSlot, Error> {
+        caps::expect(name, kind).map_err(|_| Error::InvalidCapability)
+    }
+
+    fn main() -> Result<u64, Error> {
+        match moat_userlib::task::name() {
+            "ktest" => runner(),
+            "ktest-echo" | "ktest-victim" => server(),
+            "ktest-faulty" => faulty(),
+            "ktest-fuzz" => fuzz(),
+            other => {
+                log::error!("no ktest role named {other}");
+                Ok(1)
+            }
+        }
+    }
+
+    fn payload_u64(message: &Message) -> u64 {
+        let mut word = [0u8; 8];
+        let payload = message.payload();
+        let n = payload.len().min(8);
+        word[..n].copy_from_slice(&payload[..n]);
+        u64::from_le_bytes(word)
+    }
+
+    fn message(label: u32, value: u64) -> Message {
+        Message::new(label, &value.to_le_bytes()).unwrap_or_else(|_| Message::empty(label))
+    }
+
+    // ---- servers ----------------------------------------------------------------------------
+
+    fn server() -> Result<u64, Error> {
+        let kernel = Kernel;
+        let name = moat_userlib::task::name();
+        let endpoint = cap(
+            if name == "ktest-echo" {
+                "serve:echo"
+            } else {
+                "serve:victim"
+            },
+            CapabilityKind::Endpoint,
+        )?;
+        let mut request = Message::zeroed();
+        loop {
+            if kernel.recv(endpoint, &mut request, Timeout::Forever, 0)? != Received::Message {
+                continue;
+            }
+            let Some(reply) = request.reply_capability() else {
+                continue;
+            };
+            let answer = match request.label() {
+                PING => message(PING, payload_u64(&request).wrapping_add(1)),
+                MEMORY => match check_shared_memory(&kernel, &request) {
+                    Ok(()) => Message::empty(MEMORY),
+                    Err(error) => Message::empty(error.to_raw()),
+                },
+                EXIT_WITHOUT_REPLY => return Ok(0),
+                _ => Message::empty(Error::InvalidArgument.to_raw()),
+            };
+            let _ = kernel.reply(reply, &answer);
+        }
+    }
+
+    /// Maps the page the caller sent, reads its first word and writes it back plus one at offset 8.
+    fn check_shared_memory(kernel: &Kernel, request: &Message) -> Result<(), Error> {
+        let (slot, _) = request.capability().ok_or(Error::InvalidCapability)?;
+        let mapping = memory::map(kernel, slot, Rights::READ | Rights::WRITE, 0, 1)?;
+        let words = mapping.as_ptr().cast::<u64>();
+        // SAFETY: the page was just mapped read-write at `words`; volatile accesses because the
+        // sender reads the same memory.
+        unsafe {
+            let first = core::ptr::read_volatile(words);
+            core::ptr::write_volatile(words.add(1), first.wrapping_add(1));
+        }
+        // SAFETY: nothing refers to the mapping any more.
+        unsafe { kernel.mem_unmap(mapping.address, mapping.pages)? };
+        kernel.cap_drop(slot)
+    }
+
+    fn faulty() -> Result<u64, Error> {
+        let kernel = Kernel;
+        let id = moat_userlib::task::id().ok_or(Error::InvalidArgument)?;
+        if id.generation() == 0 {
+            log::info!("first run: faulting on purpose");
+            // SAFETY: not safe, on purpose: nothing is mapped at 0x8, so this load faults and the
+            // kernel stops this task and reports it to the supervisor.
+            let value = unsafe { core::ptr::read_volatile(0x8 as *const u64) };
+            return Ok(value);
+        }
+        log::info!("restarted as generation {}", id.generation());
+        let runner = cap("call:ktest", CapabilityKind::Endpoint)?;
+        kernel.send(runner, &message(RESTARTED, u64::from(id.generation())))?;
+        Ok(0)
+    }
+
+    // ---- the syscall fuzzer -------------------------------------------------------------------
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+    }
+
+    /// A raw `svc #0` with any number and arguments: the point is to send what the typed
+    /// wrappers never would.
+    fn raw_syscall(number: u64, args: [u64; 6]) -> u64 {
+        let status: u64;
+        // SAFETY: the kernel must survive any syscall from a task; at worst it ends this task.
+        // Every register the kernel may clobber is declared.
+        unsafe {
+            core::arch::asm!(
+                "svc #0",
+                inlateout("x0") args[0] => status,
+                inlateout("x1") args[1] => _,
+                inlateout("x2") args[2] => _,
+                inlateout("x3") args[3] => _,
+                inlateout("x4") args[4] => _,
+                inlateout("x5") args[5] => _,
+                lateout("x6") _,
+                lateout("x7") _,
+                in("x8") number,
+                options(nostack),
+            );
+        }
+        status
+    }
+
+    fn fuzz() -> Result<u64, Error> {
+        const CALLS: u32 = 20_000;
+        let kernel = Kernel;
+        let runner = cap("call:ktest", CapabilityKind::Endpoint)?;
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ kernel.time());
+        let mut errors = 0u32;
+        let mut buffer = [0u64; 64];
+        let pointers = [
+            0,
+            8,
+            buffer.as_mut_ptr() as u64,
+            moat_abi::TASK_INFO_VA as u64,
+            0x20_0000,
+            moat_abi::STACK_TOP as u64 - 64,
+            0xffff_ff80_4000_0000,
+            u64::MAX - 7,
+        ];
+        for _ in 0..CALLS {
+            // Mostly real syscall numbers, sometimes anything at all.
+            let number = if rng.next() % 8 == 0 {
+                rng.next()
+            } else {
+                rng.next() % 30
+            };
+            // Exit would end the fuzzer early; ConsoleWrite would print whatever memory it names.
+            // (SystemOff, TaskKill and friends need TaskControl, which the fuzzer lacks: they are
+            // fuzzed and must fail.)
+            if number == 1 || number == 2 {
+                continue;
+            }
+            let mut args = [0u64; 6];
+            for arg in args.iter_mut() {
+                *arg = match rng.next() % 4 {
+                    0 => rng.next() % 70,
+                    1 => pointers[(rng.next() % pointers.len() as u64) as usize],
+                    2 => rng.next(),
+                    _ => rng.next() % 4096,
+                };
+            }
+            // Keep waits short: a timeout argument of "forever" would park the fuzzer.
+            match number {
+                6 => args[2] = rng.next() % 1_000_000,
+                7 => args[2] = rng.next() % 1_000_000,
+                9 => args[1] = rng.next() % 1_000_000,
+                2 => args[1] %= 32,
+                _ => {}
+            }
+            // Keep the one capability needed to report back.
+            if number == 14 && args[0] == u64::from(runner.0) {
+                continue;
+            }
+            if raw_syscall(number, args) != 0 {
+                errors += 1;
+            }
+        }
+        log::info!("{CALLS} random syscalls made, {errors} refused");
+        kernel.send(runner, &message(FUZZ_DONE, u64::from(CALLS)))?;
+        Ok(0)
+    }
+
+    // ---- the runner -----------------------------------------------------------------------------
+
+    struct Report {
+        passed: u32,
+        failed: u32,
+    }
+
+    impl Report {
+        fn check(&mut self, name: &str, result: Result<(), heapless::String<160>>) {
+            match result {
+                Ok(()) => {
+                    self.passed += 1;
+                    log::info!("PASS {name}");
+                }
+                Err(why) => {
+                    self.failed += 1;
+                    log::error!("FAIL {name}: {why}");
+                }
+            }
+        }
+    }
+
+    type Outcome = Result<(), heapless::String<160>>;
+
+    fn fail(args: core::fmt::Arguments<'_>) -> Outcome {
+        let mut s = heapless::String::new();
+        let _ = s.write_fmt(args);
+        Err(s)
+    }
+
+    fn runner() -> Result<u64, Error> {
+        let kernel = Kernel;
+        let echo = cap("call:echo", CapabilityKind::Endpoint)?;
+        let victim = cap("call:victim", CapabilityKind::Endpoint)?;
+        let inbox = cap("serve:ktest", CapabilityKind::Endpoint)?;
+        let tasks = cap("task-control", CapabilityKind::TaskControl)?;
+        let mut report = Report {
+            passed: 0,
+            failed: 0,
+        };
+
+        report.check("ipc-ping-pong", ping_pong(&kernel, echo, 1000));
+        report.check(
+            "capability-transfer-shared-bytes",
+            memory_transfer(&kernel, echo),
+        );
+        report.check(
+            "missing-capability-errors",
+            missing_capabilities(&kernel, echo, tasks),
+        );
+        report.check(
+            "fault-reported-and-restarted",
+            fault_restart(&kernel, inbox),
+        );
+        report.check(
+            "kill-and-supervisor-restart",
+            kill_restart(&kernel, echo, tasks),
+        );
+        report.check("call-to-dead-task", dead_peer(&kernel, victim, tasks));
+        report.check(
+            "syscall-fuzz-leaves-kernel-running",
+            fuzz_done(&kernel, inbox, echo),
+        );
+        measure_ipc(&kernel, echo, 10_000);
+
+        log::info!("{} passed, {} failed", report.passed, report.failed);
+        if report.failed == 0 {
+            log::info!("all {} passed", report.passed);
+        }
+        // SAFETY: SystemOff takes no pointer; it powers the machine off and does not return.
+        unsafe {
+            kernel.syscall(
+                moat_abi::Syscall::SystemOff,
+                [u64::from(tasks.0), u64::from(report.failed), 0, 0, 0, 0],
+            )
+        };
+        Ok(u64::from(report.failed))
+    }
+
+    fn ping(kernel: &Kernel, endpoint: CapSlot, value: u64) -> Result<(u64, TaskId), Error> {
+        let mut m = message(PING, value);
+        kernel.call(endpoint, &mut m, Timeout::from_milliseconds(2000))?;
+        if m.label() != PING {
+            return Err(Error::InvalidArgument);
+        }
+        Ok((payload_u64(&m), m.header.sender))
+    }
+
+    fn ping_pong(kernel: &Kernel, echo: CapSlot, rounds: u64) -> Outcome {
+        for i in 0..rounds {
+            match ping(kernel, echo, i) {
+                Ok((answer, _)) if answer == i + 1 => {}
+                Ok((answer, _)) => return fail(format_args!("round {i}: answer {answer}")),
+                Err(error) => return fail(format_args!("round {i}: {error:?}")),
+            }
+        }
+        log::info!("{rounds} call/reply round trips");
+        Ok(())
+    }
+
+    fn memory_transfer(kernel: &Kernel, echo: CapSlot) -> Outcome {
+        let mapping = memory::allocate(kernel, 1, Rights::READ | Rights::WRITE).map_err(|e| {
+            let mut s = heapless::String::new();
+            let _ = write!(s, "allocate: {e:?}");
+            s
+        })?;
+        let words = mapping.as_ptr().cast::<u64>();
+        const PATTERN: u64 = 0x1122_3344_5566_7788;
+        // SAFETY: the page is mapped read-write at `words`; the peer writes it too, hence volatile.
+        unsafe { core::ptr::write_volatile(words, PATTERN) };
+        let mut m = Message::empty(MEMORY)
+            .with_capability(mapping.capability, Rights::READ | Rights::WRITE);
+        if let Err(error) = kernel.call(echo, &mut m, Timeout::from_milliseconds(2000)) {
+            return fail(format_args!("call: {error:?}"));
+        }
+        if m.label() != MEMORY {
+            return fail(format_args!("echo answered {:#x}", m.label()));
+        }
+        // SAFETY: as above.
+        let seen = unsafe { core::ptr::read_volatile(words.add(1)) };
+        if seen != PATTERN + 1 {
+            return fail(format_args!(
+                "expected {:#x} written by the peer, found {seen:#x}",
+                PATTERN + 1
+            ));
+        }
+        Ok(())
+    }
+
+    fn expect_error(what: &str, got: Result<(), Error>, want: Error) -> Outcome {
+        match got {
+            Err(error) if error == want => Ok(()),
+            other => fail(format_args!("{what}: expected {want:?}, got {other:?}")),
+        }
+    }
+
+    fn missing_capabilities(kernel: &Kernel, echo: CapSlot, tasks: CapSlot) -> Outcome {
+        let mut m = Message::empty(PING);
+        expect_error(
+            "send on an empty slot",
+            kernel.send(CapSlot(60), &m),
+            Error::InvalidCapability,
+        )?;
+        expect_error(
+            "receive with a send-only capability",
+            kernel.recv(echo, &mut m, Timeout::NonBlocking, 0).map(drop),
+            Error::MissingRight,
+        )?;
+        expect_error(
+            "interrupt ack on an endpoint",
+            kernel.irq_ack(echo),
+            Error::WrongKind,
+        )?;
+        expect_error(
+            "MMIO map of an endpoint",
+            kernel.mmio_map(echo, 0x2_0000_0000, Rights::READ).map(drop),
+            Error::WrongKind,
+        )?;
+        let memory = kernel
+            .mem_alloc(1, 0)
+            .map_err(|_| heapless::String::try_from("mem_alloc").unwrap_or_default())?;
+        // SAFETY: Share is refused before anything changes; the page is not in use.
+        let shared = unsafe { kernel.share(tasks, memory) };
+        expect_error(
+            "share without the Share capability",
+            shared.map(drop),
+            Error::WrongKind,
+        )?;
+        let _ = kernel.cap_drop(memory);
+        expect_error(
+            "kill with an endpoint capability",
+            kernel.task_kill(echo, TaskId::new(1, 0)),
+            Error::WrongKind,
+        )?;
+        Ok(())
+    }
+
+    fn wait_for(
+        kernel: &Kernel,
+        inbox: CapSlot,
+        label: u32,
+        timeout_ms: u64,
+    ) -> Result<Message, Error> {
+        let deadline = kernel.time() + timeout_ms * 1_000_000;
+        let mut m = Message::zeroed();
+        loop {
+            let now = kernel.time();
+            if now >= deadline {
+                return Err(Error::TimedOut);
+            }
+            if kernel.recv(inbox, &mut m, Timeout::from_nanoseconds(deadline - now), 0)?
+                == Received::Message
+                && m.label() == label
+            {
+                return Ok(m);
+            }
+        }
+    }
+
+    fn fault_restart(kernel: &Kernel, inbox: CapSlot) -> Outcome {
+        match wait_for(kernel, inbox, RESTARTED, 10_000) {
+            Ok(m) if m.header.sender.generation() >= 1 => Ok(()),
+            Ok(m) => fail(format_args!(
+                "report from generation {}",
+                m.header.sender.generation()
+            )),
+            Err(error) => fail(format_args!("no word from the restarted task: {error:?}")),
+        }
+    }
+
+    fn kill_restart(kernel: &Kernel, echo: CapSlot, tasks: CapSlot) -> Outcome {
+        let (_, old) = ping(kernel, echo, 7).map_err(|e| to_string(format_args!("ping: {e:?}")))?;
+        if let Err(error) = kernel.task_kill(tasks, old) {
+            return fail(format_args!("kill: {error:?}"));
+        }
+        expect_error(
+            "kill of the old instance again",
+            kernel.task_kill(tasks, old),
+            Error::Dead,
+        )?;
+        // The supervisor restarts it; calls fail with Dead until the new instance serves.
+        for _ in 0..10_000 {
+            match ping(kernel, echo, 7) {
+                Ok((8, new))
+                    if new.generation() != old.generation() && new.index() == old.index() =>
+                {
+                    let status = kernel
+                        .task_status(tasks, new.index())
+                        .map_err(|e| to_string(format_args!("{e:?}")))?;
+                    if status.id != new {
+                        return fail(format_args!(
+                            "status reports {:?}, expected {new:?}",
+                            status.id
+                        ));
+                    }
+                    return Ok(());
+                }
+                Ok(other) => return fail(format_args!("unexpected answer {other:?}")),
+                Err(Error::Dead) => kernel.yield_now(),
+                Err(error) => return fail(format_args!("ping after kill: {error:?}")),
+            }
+        }
+        fail(format_args!("echo was never restarted"))
+    }
+
+    fn dead_peer(kernel: &Kernel, victim: CapSlot, tasks: CapSlot) -> Outcome {
+        let (_, id) =
+            ping(kernel, victim, 1).map_err(|e| to_string(format_args!("ping: {e:?}")))?;
+        let mut m = Message::empty(EXIT_WITHOUT_REPLY);
+        expect_error(
+            "call answered by exiting",
+            kernel.call(victim, &mut m, Timeout::from_milliseconds(2000)),
+            Error::Dead,
+        )?;
+        expect_error(
+            "call to a dead server",
+            ping(kernel, victim, 1).map(drop),
+            Error::Dead,
+        )?;
+        let status = kernel
+            .task_status(tasks, id.index())
+            .map_err(|e| to_string(format_args!("{e:?}")))?;
+        if status.state != TaskState::Exited {
+            return fail(format_args!("victim state {:?}", status.state));
+        }
+        Ok(())
+    }
+
+    fn fuzz_done(kernel: &Kernel, inbox: CapSlot, echo: CapSlot) -> Outcome {
+        match wait_for(kernel, inbox, FUZZ_DONE, 120_000) {
+            Ok(m) => log::info!("fuzzer finished {} calls", payload_u64(&m)),
+            Err(error) => return fail(format_args!("fuzzer did not finish: {error:?}")),
+        }
+        match ping(kernel, echo, 41) {
+            Ok((42, _)) => Ok(()),
+            other => fail(format_args!("kernel unhealthy after fuzzing: {other:?}")),
+        }
+    }
+
+    /// Prints the counter ticks for `rounds` call/reply round trips (xtask bench reads it).
+    fn measure_ipc(kernel: &Kernel, echo: CapSlot, rounds: u64) {
+        let start = counter();
+        for i in 0..rounds {
+            if ping(kernel, echo, i).is_err() {
+                log::error!("ipc measurement failed at round {i}");
+                return;
+            }
+        }
+        let ticks = counter() - start;
+        log::info!("ipc {rounds} round trips in {ticks} counter ticks");
+    }
+
+    fn counter() -> u64 {
+        let value: u64;
+        // SAFETY: CNTVCT_EL0 is readable at EL0 (CNTKCTL_EL1.EL0VCTEN, set by the kernel).
+        unsafe { core::arch::asm!("isb", "mrs {0}, cntvct_el0", out(reg) value, options(nostack)) };
+        value
+    }
+
+    fn to_string(args: core::fmt::Arguments<'_>) -> heapless::String<160> {
+        let mut s = heapless::String::new();
+        let _ = s.write_fmt(args);
+        s
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    println!("ktest is a Moat task: build it with --target aarch64-unknown-none");
+}

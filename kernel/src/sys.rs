@@ -78,7 +78,8 @@ struct Outcome {
 struct Device {
     name: DeviceName,
     regs: moat_kernel_core::range::PhysRange,
-    intid: u32,
+    /// Its interrupt, if it has one.
+    interrupt: Option<moat_kernel_core::platform::Interrupt>,
 }
 
 /// The whole kernel state.
@@ -108,7 +109,8 @@ unsafe extern "C" {
     fn fp_restore(context: *mut Context);
 }
 
-/// Names the virtio devices present, in slot order, so manifest names resolve.
+/// Names the devices present so manifest names resolve: virtio devices by type and instance
+/// in slot order, other device-tree devices by compatible string and instance in tree order.
 fn discover_devices(platform: &Platform<'_>) -> Vec<Device> {
     let mut devices = Vec::new();
     let mut counts = [0u16; 64];
@@ -124,9 +126,45 @@ fn discover_devices(platform: &Platform<'_>) -> Vec<Device> {
                     instance,
                 },
                 regs: slot.regs,
-                intid: slot.interrupt.intid,
+                interrupt: Some(slot.interrupt),
             });
         }
+    }
+    // Never hand out what the kernel itself drives (console, GIC); virtio-mmio slots are named
+    // above by their device type.
+    let mut kernel_owned: Vec<moat_kernel_core::range::PhysRange> = Vec::new();
+    if let Some(uart) = platform.uart {
+        kernel_owned.push(uart.regs);
+    }
+    if let Some(gic) = platform.gic {
+        kernel_owned.push(gic.distributor);
+        kernel_owned.push(gic.redistributors);
+    }
+    let mut seen: Vec<(&str, u16)> = Vec::new();
+    for device in &platform.devices {
+        if device.compatible == "virtio,mmio"
+            || kernel_owned.iter().any(|r| r.overlaps(&device.regs))
+        {
+            continue;
+        }
+        let instance = match seen.iter_mut().find(|(c, _)| *c == device.compatible) {
+            Some((_, count)) => {
+                *count += 1;
+                *count
+            }
+            None => {
+                seen.push((device.compatible, 0));
+                0
+            }
+        };
+        devices.push(Device {
+            name: DeviceName::Compatible {
+                compatible: String::from(device.compatible),
+                instance,
+            },
+            regs: device.regs,
+            interrupt: device.interrupt,
+        });
     }
     devices
 }
@@ -177,20 +215,25 @@ pub fn start(
     for (index, spec) in manifest.tasks.iter().enumerate() {
         for cap in &spec.caps {
             if let CapSpec::Irq { device, bit } = &cap.cap {
-                let Some(found) = kernel.devices.iter().find(|d| &d.name == device) else {
+                let Some(interrupt) = kernel
+                    .devices
+                    .iter()
+                    .find(|d| &d.name == device)
+                    .and_then(|d| d.interrupt)
+                else {
                     kprintln!(
-                        "tasks: {}: no device {device:?} for IRQ capability `{}`",
+                        "tasks: {}: no device {device:?} with an interrupt for `{}`",
                         spec.name,
                         cap.name
                     );
                     continue;
                 };
                 kernel.irqs.push(IrqRoute {
-                    intid: found.intid,
+                    intid: interrupt.intid,
                     owner: index as u16,
                     line: IrqLine::new(1u64 << (bit % 64)),
                 });
-                irq::configure_spi(found.intid, true);
+                irq::configure_spi(interrupt.intid, interrupt.edge);
             }
         }
     }
@@ -261,10 +304,9 @@ impl Kernel {
                 CapSpec::Irq { device, .. } => {
                     let Some(line) = self.irqs.iter().position(|r| {
                         r.owner as usize == index
-                            && self
-                                .devices
-                                .iter()
-                                .any(|d| &d.name == device && d.intid == r.intid)
+                            && self.devices.iter().any(|d| {
+                                &d.name == device && d.interrupt.map(|i| i.intid) == Some(r.intid)
+                            })
                     }) else {
                         continue;
                     };

@@ -248,6 +248,34 @@ pub fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
 /// Parses a symbolic device name: `virtio:<type>:<instance>`, the type by its VirtIO name
 /// (`network`, `block`, `console`, `entropy`, ...), the instance counted from 0 in slot order.
 pub fn parse_device(name: &str) -> Result<DeviceName, String> {
+    if let Some(rest) = name.strip_prefix("dt:") {
+        // `dt:<compatible>:<instance>`; compatible strings contain commas but never colons.
+        let (compatible, instance) = rest.rsplit_once(':').ok_or_else(|| {
+            format!("bad device name `{name}`: expected `dt:<compatible>:<instance>`, e.g. `dt:arm,pl031:0`")
+        })?;
+        let valid = !compatible.is_empty()
+            && compatible.len() <= 64
+            && compatible
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ",-._+".contains(c));
+        if !valid {
+            return Err(format!(
+                "bad device name `{name}`: `{compatible}` is not a compatible string"
+            ));
+        }
+        let instance = match instance.parse::<u16>() {
+            Ok(n) if n < 64 && !instance.starts_with('+') => n,
+            _ => {
+                return Err(format!(
+                    "bad device name `{name}`: instance `{instance}` is not a number below 64"
+                ));
+            }
+        };
+        return Ok(DeviceName::Compatible {
+            compatible: compatible.to_string(),
+            instance,
+        });
+    }
     let mut parts = name.split(':');
     let (Some(bus), Some(kind), Some(instance), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -258,7 +286,7 @@ pub fn parse_device(name: &str) -> Result<DeviceName, String> {
     };
     if bus != "virtio" {
         return Err(format!(
-            "bad device name `{name}`: unknown bus `{bus}` (only `virtio` devices exist so far)"
+            "bad device name `{name}`: unknown bus `{bus}` (known: `virtio`, `dt`)"
         ));
     }
     let Some(device_id) = virtio_device_id(kind) else {

@@ -118,6 +118,21 @@ pub struct VirtioSlot {
     pub interrupt: Interrupt,
 }
 
+/// Any other device the tree describes with a `compatible` and a `reg`, so the manifest can
+/// name it (`dt:<compatible>:<instance>`) for a driver task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenericDevice<'a> {
+    /// The node's first `compatible` string.
+    pub compatible: &'a str,
+    /// Its first register block.
+    pub regs: PhysRange,
+    /// Its first interrupt, if it has one.
+    pub interrupt: Option<Interrupt>,
+}
+
+/// At most this many generic devices are recorded.
+pub const MAX_GENERIC_DEVICES: usize = 64;
+
 /// What the kernel learned from the boot device tree.
 #[derive(Clone, Debug, Default)]
 pub struct Platform<'a> {
@@ -140,6 +155,8 @@ pub struct Platform<'a> {
     pub timer: Option<Timer>,
     /// Every virtio-mmio slot, in address order.
     pub virtio: Vec<VirtioSlot, MAX_VIRTIO_SLOTS>,
+    /// Every other node with a `compatible` and a `reg` (in tree order), for manifest names.
+    pub devices: Vec<GenericDevice<'a>, MAX_GENERIC_DEVICES>,
     /// Size of the blob as its header states.
     pub dtb_size: usize,
 }
@@ -468,6 +485,7 @@ fn visit<'a>(
             .map_err(|_| PlatformError::TooMany("virtio-mmio slots"))?;
         return Ok(());
     }
+    record_generic(&node, translate, platform)?;
     let kind = if is_compatible(&node, &["arm,pl011"]) {
         Some(UartKind::Pl011)
     } else if is_compatible(&node, &["ns16550a", "ns16550", "snps,dw-apb-uart"]) {
@@ -501,6 +519,28 @@ fn visit<'a>(
             *console_candidate = Some(uart);
         }
     }
+    Ok(())
+}
+
+/// Records a node as a generic device if it has a `compatible` and a memory-mapped `reg`.
+fn record_generic<'a>(
+    node: &FdtNode<'_, 'a>,
+    translate: &dyn Fn(u64) -> Option<u64>,
+    platform: &mut Platform<'a>,
+) -> Result<(), PlatformError> {
+    let Some(compatible) = node.compatible().and_then(|c| c.first()) else {
+        return Ok(());
+    };
+    let Ok(Some(regs)) = first_reg(node, translate, "device reg") else {
+        return Ok(());
+    };
+    let interrupt = interrupts(node).ok().and_then(|irqs| irqs.first().copied());
+    // Devices beyond the bound are not nameable; the rest of the tree still parses.
+    let _ = platform.devices.push(GenericDevice {
+        compatible,
+        regs,
+        interrupt,
+    });
     Ok(())
 }
 
@@ -569,6 +609,19 @@ mod tests {
         assert_eq!(p.virtio[31].regs.start, 0x0a00_3e00);
         assert_eq!(p.virtio[31].interrupt.intid, 79);
         assert_eq!(p.dtb_size, VIRT_EL1.len());
+        let rtc = p
+            .devices
+            .iter()
+            .find(|d| d.compatible == "arm,pl031")
+            .unwrap();
+        assert_eq!(rtc.regs, PhysRange::new(0x0901_0000, 0x0901_1000));
+        assert_eq!(
+            rtc.interrupt,
+            Some(Interrupt {
+                intid: 34,
+                edge: false
+            })
+        );
     }
 
     #[test]

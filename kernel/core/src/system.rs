@@ -40,6 +40,14 @@ pub enum DeviceName {
         /// Which one of that type.
         instance: u16,
     },
+    /// The `instance`-th (from 0, in tree order) device-tree node whose first `compatible`
+    /// string is `compatible` (`dt:arm,pl031:0` in the manifest).
+    Compatible {
+        /// The node's first compatible string.
+        compatible: String,
+        /// Which one of them.
+        instance: u16,
+    },
 }
 
 /// What a task should do when it faults or is killed.

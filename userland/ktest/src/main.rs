@@ -9,7 +9,9 @@
 //!   bytes;
 //! - `ktest-victim`: a server with restart policy "never", used to check `Dead`;
 //! - `ktest-faulty`: faults on its first run; its restarted instance reports back;
-//! - `ktest-fuzz`: thousands of syscalls with random numbers and arguments, then reports back.
+//! - `ktest-fuzz`: thousands of syscalls with random numbers and arguments, then reports back;
+//! - `ktest-irq`: drives the PL031 real-time clock's alarm and reports the interrupt it
+//!   receives as a notification.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -26,6 +28,7 @@ mod task {
     const MEMORY: u32 = 2;
     const RESTARTED: u32 = 4;
     const FUZZ_DONE: u32 = 6;
+    const IRQ_SEEN: u32 = 8;
     const EXIT_WITHOUT_REPLY: u32 = 9;
 
     fn cap(name: &str, kind: CapabilityKind) -> Result<CapSlot, Error> {
@@ -38,6 +41,7 @@ mod task {
             "ktest-echo" | "ktest-victim" => server(),
             "ktest-faulty" => faulty(),
             "ktest-fuzz" => fuzz(),
+            "ktest-irq" => irq_task(),
             other => {
                 log::error!("no ktest role named {other}");
                 Ok(1)
@@ -120,6 +124,45 @@ mod task {
         log::info!("restarted as generation {}", id.generation());
         let runner = cap("call:ktest", CapabilityKind::Endpoint)?;
         kernel.send(runner, &message(RESTARTED, u64::from(id.generation())))?;
+        Ok(0)
+    }
+
+    // ---- an interrupt delivered to a task -------------------------------------------------------
+
+    /// PL031 registers.
+    const RTC_DR: usize = 0x00;
+    const RTC_MR: usize = 0x04;
+    const RTC_IMSC: usize = 0x10;
+    const RTC_MIS: usize = 0x18;
+    const RTC_ICR: usize = 0x1c;
+    const IRQ_BIT: u64 = 1 << 3;
+
+    fn irq_task() -> Result<u64, Error> {
+        let kernel = Kernel;
+        let mmio = cap("mmio:dt:arm,pl031:0", CapabilityKind::Mmio)?;
+        let irq = cap("irq:dt:arm,pl031:0", CapabilityKind::Irq)?;
+        let runner = cap("call:ktest", CapabilityKind::Endpoint)?;
+        let regs = memory::map_mmio(&kernel, mmio, Rights::READ | Rights::WRITE, 4096)?;
+        let base = regs.as_ptr();
+        let read = |offset: usize| -> u32 {
+            // SAFETY: `base` maps the PL031's 4 KiB register block as Device memory.
+            unsafe { core::ptr::read_volatile(base.add(offset).cast::<u32>()) }
+        };
+        let write = |offset: usize, value: u32| {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(base.add(offset).cast::<u32>(), value) }
+        };
+        // Arm the alarm two seconds ahead (the RTC counts whole seconds).
+        write(RTC_ICR, 1);
+        write(RTC_MR, read(RTC_DR).wrapping_add(2));
+        write(RTC_IMSC, 1);
+        let bits = kernel.notify_wait(IRQ_BIT, Timeout::from_milliseconds(5000))?;
+        let pending = read(RTC_MIS);
+        write(RTC_ICR, 1);
+        write(RTC_IMSC, 0);
+        kernel.irq_ack(irq)?;
+        log::info!("alarm interrupt arrived as notification bits {bits:#x} (MIS {pending:#x})");
+        kernel.send(runner, &message(IRQ_SEEN, bits))?;
         Ok(0)
     }
 
@@ -285,6 +328,10 @@ mod task {
             "syscall-fuzz-leaves-kernel-running",
             fuzz_done(&kernel, inbox, echo),
         );
+        report.check(
+            "interrupt-delivered-to-task",
+            interrupt_seen(&kernel, inbox),
+        );
         measure_ipc(&kernel, echo, 10_000);
 
         log::info!("{} passed, {} failed", report.passed, report.failed);
@@ -399,12 +446,23 @@ mod task {
         Ok(())
     }
 
+    /// Reports from helper tasks that arrived while the runner waited for another one.
+    static EARLIER: spin::Mutex<heapless::Vec<Message, 8>> = spin::Mutex::new(heapless::Vec::new());
+
+    /// Waits for a report with `label` on the runner's endpoint, keeping any other report for a
+    /// later wait (helper tasks finish in any order).
     fn wait_for(
         kernel: &Kernel,
         inbox: CapSlot,
         label: u32,
         timeout_ms: u64,
     ) -> Result<Message, Error> {
+        {
+            let mut earlier = EARLIER.lock();
+            if let Some(position) = earlier.iter().position(|m| m.label() == label) {
+                return Ok(earlier.swap_remove(position));
+            }
+        }
         let deadline = kernel.time() + timeout_ms * 1_000_000;
         let mut m = Message::zeroed();
         loop {
@@ -413,10 +471,15 @@ mod task {
                 return Err(Error::TimedOut);
             }
             if kernel.recv(inbox, &mut m, Timeout::from_nanoseconds(deadline - now), 0)?
-                == Received::Message
-                && m.label() == label
+                != Received::Message
             {
+                continue;
+            }
+            if m.label() == label {
                 return Ok(m);
+            }
+            if EARLIER.lock().push(m.clone()).is_err() {
+                log::warn!("dropped an unexpected report with label {:#x}", m.label());
             }
         }
     }
@@ -498,6 +561,14 @@ mod task {
         match ping(kernel, echo, 41) {
             Ok((42, _)) => Ok(()),
             other => fail(format_args!("kernel unhealthy after fuzzing: {other:?}")),
+        }
+    }
+
+    fn interrupt_seen(kernel: &Kernel, inbox: CapSlot) -> Outcome {
+        match wait_for(kernel, inbox, IRQ_SEEN, 10_000) {
+            Ok(m) if payload_u64(&m) == IRQ_BIT => Ok(()),
+            Ok(m) => fail(format_args!("notification bits {:#x}", payload_u64(&m))),
+            Err(error) => fail(format_args!("no interrupt report: {error:?}")),
         }
     }
 

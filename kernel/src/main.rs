@@ -17,13 +17,14 @@ mod irq;
 mod memory;
 mod mmu;
 mod power;
+mod realm;
 mod sys;
 mod task;
 mod trap;
 mod uspace;
 
 use aarch64_cpu::registers::{CNTVCT_EL0, DAIF, Readable, VBAR_EL1, Writeable};
-use moat_kernel_core::cmdline::{CommandLine, FaultHook};
+use moat_kernel_core::cmdline::{CommandLine, DmaAddressForm, FaultHook};
 use moat_kernel_core::layout::{DEVICE_BASE, DEVICE_WINDOW, DTB_WINDOW, MAX_DTB_SIZE};
 use moat_kernel_core::platform::{Conduit, Platform, UartKind};
 use moat_kernel_core::range::PhysRange;
@@ -38,6 +39,10 @@ core::arch::global_asm!(include_str!("switch.S"));
 static SYSTEM_ARCHIVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/system.bin"));
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Size of the shareable region (at most an eighth of RAM): the only memory the DMA server may
+/// make shared, mapped page by page in the linear map so pages can change state one by one.
+const SHAREABLE_SIZE: u64 = 32 << 20;
+const SHAREABLE_ALIGN: u64 = 2 << 20;
 /// Timer ticks the boot self-check waits for unless `ticks=N` says otherwise.
 const DEFAULT_SELF_CHECK_TICKS: u32 = 5;
 
@@ -83,7 +88,47 @@ extern "C" fn kmain(dtb_pa: u64, entry_el: u64, phys_base: u64) -> ! {
     let cmdline = CommandLine::parse(platform.bootargs);
     power::init(platform.psci, cmdline.semihosting);
 
-    let Ok(image) = mmu::init(phys_base, dtb_pa, &platform.memory) else {
+    // Realm detection comes before any device is touched: in a Realm, host-emulated devices are
+    // reachable only at their unprotected alias (DESIGN.md section 6).
+    let dma_alias = cmdline.dma_address != Some(DmaAddressForm::Canonical);
+    let Ok(realm) = realm::detect(platform.psci == Some(Conduit::Smc), phys_base, dma_alias) else {
+        early_failure()
+    };
+    let mut realm_setup = None;
+    if realm.is_some() {
+        // The command line comes from the host: measure it before acting on it. Then make all
+        // of RAM RIPAS RAM before any of it is used.
+        let Ok(digest) = realm::measure(platform.bootargs.as_bytes()) else {
+            early_failure()
+        };
+        let mut calls = 0;
+        for bank in &platform.memory {
+            match realm::set_ram(*bank, false) {
+                Ok(made) => calls += made,
+                Err(_) => early_failure(),
+            }
+        }
+        realm_setup = Some((digest, calls));
+    }
+
+    let layout = mmu::ImageLayout::get();
+    let image_pa = PhysRange::new(phys_base, phys_base + layout.size() as u64);
+    let dtb_range = PhysRange::new(dtb_pa, dtb_pa + dtb.len() as u64);
+    let mut holes: heapless::Vec<PhysRange, 24> = platform.reserved.iter().copied().collect();
+    let _ = holes.push(image_pa);
+    let _ = holes.push(dtb_range);
+    let Ok(usable) = moat_kernel_core::range::subtract::<32>(&platform.memory, &holes) else {
+        early_failure()
+    };
+    let total: u64 = usable.iter().map(PhysRange::size).sum();
+    let shareable_size = SHAREABLE_SIZE.min(total / 8) & !(SHAREABLE_ALIGN - 1);
+    let Some(shareable) =
+        moat_kernel_core::range::carve_top(&usable, shareable_size, SHAREABLE_ALIGN)
+    else {
+        early_failure()
+    };
+
+    let Ok(image) = mmu::init(phys_base, dtb_pa, &platform.memory, shareable) else {
         early_failure()
     };
     if let Some(uart) = platform.uart {
@@ -110,9 +155,8 @@ extern "C" fn kmain(dtb_pa: u64, entry_el: u64, phys_base: u64) -> ! {
     for warning in &cmdline.warnings {
         kprintln!("  command line: {warning}");
     }
+    report_realm(realm, realm_setup, &platform);
 
-    let image_pa = PhysRange::new(phys_base, phys_base + image.size() as u64);
-    let dtb_range = PhysRange::new(dtb_pa, dtb_pa + dtb.len() as u64);
     kprintln!("memory map:");
     for bank in &platform.memory {
         kprintln!("  RAM       {bank}  {} MiB", mib(bank.size()));
@@ -122,10 +166,11 @@ extern "C" fn kmain(dtb_pa: u64, entry_el: u64, phys_base: u64) -> ! {
     }
     kprintln!("  kernel    {image_pa}  {} KiB", image_pa.size() / 1024);
     kprintln!("  dtb       {dtb_range}  {} bytes", dtb_range.size());
-    let mut holes: heapless::Vec<PhysRange, 24> = platform.reserved.iter().copied().collect();
-    let _ = holes.push(image_pa);
-    let _ = holes.push(dtb_range);
-    let report = match memory::init(&platform.memory, &holes) {
+    kprintln!(
+        "  shareable {shareable}  {} MiB (the only memory the DMA server may share)",
+        mib(shareable.size())
+    );
+    let report = match memory::init(&platform.memory, &holes, shareable) {
         Ok(report) => report,
         Err(error) => panic!("memory setup failed: {error:?}"),
     };
@@ -218,8 +263,16 @@ extern "C" fn kmain(dtb_pa: u64, entry_el: u64, phys_base: u64) -> ! {
     );
 
     if let Some(hook) = cmdline.fault {
-        kprintln!("test hook: fault={hook:?}");
-        trigger_fault(hook);
+        // The command line comes from the host: in a Realm it may not steer the kernel into a
+        // test path unless the image was built for tests.
+        if realm.is_some() && !cfg!(feature = "test-hooks") {
+            kprintln!(
+                "test hook: fault={hook:?} refused: in a Realm, test hooks need an image built for tests"
+            );
+        } else {
+            kprintln!("test hook: fault={hook:?}");
+            trigger_fault(hook);
+        }
     }
 
     let wanted = u64::from(cmdline.ticks.unwrap_or(DEFAULT_SELF_CHECK_TICKS));
@@ -250,6 +303,60 @@ extern "C" fn kmain(dtb_pa: u64, entry_el: u64, phys_base: u64) -> ! {
         power::exit(0)
     }
     sys::start(SYSTEM_ARCHIVE, &platform, frequency, image.boot_stack.1)
+}
+
+/// Prints the Realm status (or why the kernel runs as a plain guest).
+fn report_realm(
+    realm: Option<realm::RealmInfo>,
+    setup: Option<([u8; 32], u64)>,
+    platform: &Platform<'_>,
+) {
+    let Some(realm) = realm else {
+        match platform.psci {
+            Some(Conduit::Smc) => kprintln!("realm: RSI_VERSION not supported: plain guest"),
+            _ => kprintln!("realm: PSCI conduit is not smc: plain guest"),
+        }
+        return;
+    };
+    let ((major, minor), (high_major, high_minor)) = realm.version;
+    kprintln!(
+        "realm: Arm CCA Realm, RSI {major}.{minor} (RMM implements up to {high_major}.{high_minor})"
+    );
+    kprintln!(
+        "realm: IPA width {}, shared bit {:#x}, hash {:?}, device addresses {}",
+        realm.ipa_width,
+        realm.shared_bit,
+        realm.hash,
+        if realm.dma_alias {
+            "at the alias"
+        } else {
+            "canonical"
+        }
+    );
+    let digest_len = match realm.hash {
+        moat_rsi::HashAlgorithm::Sha256 => 32,
+        _ => 64,
+    };
+    match realm::initial_measurement() {
+        Ok(rim) => kprintln!("realm: initial measurement {}", Hex(&rim[..digest_len])),
+        Err(error) => kprintln!("realm: initial measurement unreadable: {error:?}"),
+    }
+    if let Some((digest, calls)) = setup {
+        kprintln!(
+            "realm: command line measured into REM0 (sha256 {})",
+            Hex(&digest)
+        );
+        kprintln!("realm: RIPAS RAM over all memory in {calls} RSI calls");
+    }
+}
+
+/// Lowercase hex of a byte string.
+struct Hex<'a>(&'a [u8]);
+
+impl core::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
 }
 
 /// Exercises the heap and the frame allocator once, so a broken setup fails at boot.

@@ -50,9 +50,24 @@ pub enum MemoryError {
 }
 
 /// Builds the frame allocator over `memory` minus `holes`, then the kernel heap.
-pub fn init(memory: &[PhysRange], holes: &[PhysRange]) -> Result<MemoryReport, MemoryError> {
+///
+/// `shareable` (inside the usable memory) is set aside for [`alloc_shareable`]: the only frames
+/// the DMA server may make shared, mapped page by page in the linear map.
+pub fn init(
+    memory: &[PhysRange],
+    holes: &[PhysRange],
+    shareable: PhysRange,
+) -> Result<MemoryReport, MemoryError> {
     let usable: heapless::Vec<PhysRange, MAX_USABLE> =
         range::subtract(memory, holes).map_err(|_| MemoryError::Fragmented)?;
+    // Split the shareable region off as a range of its own, so it can be set aside.
+    let mut pieces: heapless::Vec<PhysRange, MAX_USABLE> =
+        range::subtract(&usable, &[shareable]).map_err(|_| MemoryError::Fragmented)?;
+    pieces
+        .push(shareable)
+        .map_err(|_| MemoryError::Fragmented)?;
+    pieces.sort_unstable_by_key(|r| r.start);
+    let usable = pieces;
     let usable: heapless::Vec<PhysRange, MAX_USABLE> = usable
         .iter()
         .map(|r| r.shrink_to_alignment(FRAME_SIZE))
@@ -62,7 +77,7 @@ pub fn init(memory: &[PhysRange], holes: &[PhysRange]) -> Result<MemoryReport, M
     let bitmap_bytes = ((words * 8) as u64).div_ceil(FRAME_SIZE) * FRAME_SIZE;
     let home = usable
         .iter()
-        .find(|r| r.size() >= bitmap_bytes)
+        .find(|r| r.size() >= bitmap_bytes && !r.overlaps(&shareable))
         .ok_or(MemoryError::NoRoomForBitmap)?;
     let bitmap = PhysRange::new(home.start, home.start + bitmap_bytes);
     let bitmap_va = physmap(bitmap.start).ok_or(MemoryError::NotInPhysmap(bitmap))?;
@@ -72,6 +87,7 @@ pub fn init(memory: &[PhysRange], holes: &[PhysRange]) -> Result<MemoryReport, M
     let storage = unsafe { core::slice::from_raw_parts_mut(bitmap_va as *mut u64, words) };
     let mut frames = FrameAllocator::new(&usable, storage).map_err(MemoryError::Frames)?;
     frames.reserve(bitmap);
+    frames.dedicate(shareable);
 
     let heap_frames = HEAP_SIZE / FRAME_SIZE as usize;
     let heap_pa = frames
@@ -166,6 +182,19 @@ pub fn alloc_contiguous(count: usize, align: usize) -> Result<u64, FrameError> {
         .as_mut()
         .ok_or(FrameError::OutOfMemory)?
         .alloc_contiguous(count, align)?;
+    for i in 0..count as u64 {
+        zero_frame(base + i * FRAME_SIZE);
+    }
+    Ok(base)
+}
+
+/// Allocates `count` contiguous zeroed frames from the shareable region.
+pub fn alloc_shareable(count: usize, align: usize) -> Result<u64, FrameError> {
+    let base = FRAMES
+        .lock()
+        .as_mut()
+        .ok_or(FrameError::OutOfMemory)?
+        .alloc_contiguous_dedicated(count, align)?;
     for i in 0..count as u64 {
         zero_frame(base + i * FRAME_SIZE);
     }

@@ -15,6 +15,7 @@ use aarch64_paging::descriptor::{El1Attributes as Attributes, PhysicalAddress};
 use aarch64_paging::paging::{Constraints, El1And0, MemoryRegion, PageTable, Translation, VaRange};
 use moat_kernel_core::layout::{
     DEVICE_BASE, DEVICE_WINDOW, DTB_WINDOW, KERNEL_BASE, PAGE_SIZE, PHYSMAP_BASE, PHYSMAP_LIMIT,
+    physmap,
 };
 use moat_kernel_core::range::PhysRange;
 use spin::Mutex;
@@ -101,8 +102,9 @@ impl ImageLayout {
 }
 
 /// Kernel table pages come from this pool in .bss, so building the linear map needs no memory
-/// that is not mapped yet.
-const POOL_TABLES: usize = 32;
+/// that is not mapped yet. It covers the image, the DTB, RAM in 2 MiB blocks, the shareable
+/// region in 4 KiB pages (up to 128 MiB) and the devices.
+const POOL_TABLES: usize = 96;
 
 #[repr(C, align(4096))]
 struct TablePage([u64; 512]);
@@ -204,7 +206,15 @@ fn map(
 
 /// Builds the kernel's tables and switches TTBR1 to them. Turns off TTBR0 walks: no user task
 /// exists yet, so the boot identity map goes away and a stray low address faults.
-pub fn init(phys_base: u64, dtb_pa: u64, memory: &[PhysRange]) -> Result<ImageLayout, MmuError> {
+///
+/// `fine` is mapped with 4 KiB pages (the shareable region, whose pages change state one by one
+/// later); the rest of RAM with the largest blocks that fit.
+pub fn init(
+    phys_base: u64,
+    dtb_pa: u64,
+    memory: &[PhysRange],
+    fine: PhysRange,
+) -> Result<ImageLayout, MmuError> {
     let image = ImageLayout::get();
     let translation = KernelTranslation { phys_base, used: 0 };
     let mut tables = Mapping::with_asid_and_va_range(translation, 0, 1, El1And0, VaRange::Upper);
@@ -270,14 +280,29 @@ pub fn init(phys_base: u64, dtb_pa: u64, memory: &[PhysRange]) -> Result<ImageLa
         if bank.end > PHYSMAP_LIMIT {
             return Err(MmuError::OutOfWindow(*bank));
         }
-        map(
-            &mut tables,
-            PHYSMAP_BASE + bank.start as usize,
-            bank.start,
-            bank.size() as usize,
-            READ_WRITE,
-            Constraints::empty(),
-        )?;
+        let pieces: heapless::Vec<PhysRange, 3> =
+            moat_kernel_core::range::subtract(&[*bank], &[fine]).map_err(|_| MmuError::Map)?;
+        for piece in &pieces {
+            map(
+                &mut tables,
+                PHYSMAP_BASE + piece.start as usize,
+                piece.start,
+                piece.size() as usize,
+                READ_WRITE,
+                Constraints::empty(),
+            )?;
+        }
+        let overlap = PhysRange::new(bank.start.max(fine.start), bank.end.min(fine.end));
+        if !overlap.is_empty() {
+            map(
+                &mut tables,
+                PHYSMAP_BASE + overlap.start as usize,
+                overlap.start,
+                overlap.size() as usize,
+                READ_WRITE,
+                Constraints::NO_BLOCK_MAPPINGS | Constraints::NO_CONTIGUOUS_HINT,
+            )?;
+        }
     }
 
     let root = tables.root_address().0 as u64;
@@ -317,15 +342,43 @@ pub fn map_device(regs: PhysRange) -> Result<usize, MmuError> {
     }
     let mut guard = KERNEL_TABLES.lock();
     let tables = guard.as_mut().ok_or(MmuError::Map)?;
+    // In a Realm, host-emulated devices are reachable only at their unprotected alias.
     map(
         tables,
         DEVICE_BASE + aligned.start as usize,
-        aligned.start,
+        crate::realm::alias(aligned.start),
         aligned.size() as usize,
         DEVICE,
         Constraints::empty(),
     )?;
     Ok(DEVICE_BASE + regs.start as usize)
+}
+
+/// What the linear map shows at a page of the shareable region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhysmapState {
+    /// The private page (RIPAS RAM).
+    Private,
+    /// Nothing: the break in break-before-make.
+    Unmapped,
+    /// The page's unprotected alias (shared with the host).
+    Alias,
+}
+
+/// Changes the linear map over `range` (page aligned, inside the 4 KiB-mapped shareable region).
+/// `aarch64-paging` invalidates the TLB for every changed entry and refuses any change that would
+/// need break-before-make, so callers go Private -> Unmapped -> Alias and back.
+pub fn set_physmap(range: PhysRange, state: PhysmapState) -> Result<(), MmuError> {
+    let mut guard = KERNEL_TABLES.lock();
+    let tables = guard.as_mut().ok_or(MmuError::Map)?;
+    let va = physmap(range.start).ok_or(MmuError::OutOfWindow(range))?;
+    let (pa, attributes) = match state {
+        PhysmapState::Private => (range.start, READ_WRITE),
+        PhysmapState::Unmapped => (0, Attributes::empty()),
+        PhysmapState::Alias => (crate::realm::alias(range.start), READ_WRITE),
+    };
+    let exact = Constraints::NO_BLOCK_MAPPINGS | Constraints::NO_CONTIGUOUS_HINT;
+    map(tables, va, pa, range.size() as usize, attributes, exact)
 }
 
 /// Kernel table pages in use.

@@ -63,6 +63,9 @@ struct MemoryObject {
     /// Capabilities plus mappings referring to it.
     refs: u32,
     charged_to: u16,
+    /// Allocated from the shareable region (only such memory may be shared).
+    shareable: bool,
+    /// Currently shared with the host (RIPAS EMPTY in a Realm).
     shared: bool,
     /// (task index, user address, first page, pages).
     mappings: Vec<(u16, u64, u32, u32)>,
@@ -180,6 +183,16 @@ pub fn start(
         Ok(archive) => archive,
         Err(error) => panic!("the system archive is unusable: {error:?}"),
     };
+    // The manifest decides what every task may touch: in a Realm, measure it before acting on it.
+    if crate::realm::info().is_some() {
+        match crate::realm::measure(archive.manifest_bytes()) {
+            Ok(digest) => kprintln!(
+                "realm: manifest measured into REM0 ({} bytes)",
+                digest.len()
+            ),
+            Err(error) => panic!("the manifest could not be measured: {error:?}"),
+        }
+    }
     let devices = discover_devices(platform);
     let manifest = archive.manifest.clone();
     let task_count = manifest.tasks.len();
@@ -776,8 +789,18 @@ impl Kernel {
             };
             m.refs = m.refs.saturating_sub(1);
             if m.refs == 0 {
-                let (base, pages, owner) = (m.base, m.pages, m.charged_to);
+                let (base, pages, owner, shared) = (m.base, m.pages, m.charged_to, m.shared);
                 self.memory[id] = None;
+                let range = moat_kernel_core::range::PhysRange::new(
+                    base,
+                    base + u64::from(pages) * FRAME_SIZE,
+                );
+                // Shared frames go back to private (and are zeroed) before anyone reuses them;
+                // if the RMM refuses, they are never reused.
+                if shared && !make_private(range) {
+                    kprintln!("memory: {range} could not be made private again; it is not reused");
+                    return;
+                }
                 for page in 0..u64::from(pages) {
                     let _ = memory::free_frame(base + page * FRAME_SIZE);
                 }
@@ -788,17 +811,31 @@ impl Kernel {
         }
     }
 
-    fn mem_alloc(&mut self, index: usize, pages: u64, align: u64) -> Result<[u64; 3], Error> {
+    fn mem_alloc(
+        &mut self,
+        index: usize,
+        pages: u64,
+        align: u64,
+        flags: u64,
+    ) -> Result<[u64; 3], Error> {
         let align = if align == 0 { 1 } else { align };
         if pages == 0 || pages > 1 << 20 || !align.is_power_of_two() || align > 1 << 18 {
             return Err(Error::InvalidArgument);
         }
+        if flags & !moat_abi::MEM_ALLOC_SHAREABLE != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let shareable = flags & moat_abi::MEM_ALLOC_SHAREABLE != 0;
         let task = self.task(index).ok_or(Error::Dead)?;
         if task.frames_used + pages as usize > task.frames_quota {
             return Err(Error::QuotaExceeded);
         }
-        let base = memory::alloc_contiguous(pages as usize, align as usize)
-            .map_err(|_| Error::OutOfMemory)?;
+        let base = if shareable {
+            memory::alloc_shareable(pages as usize, align as usize)
+        } else {
+            memory::alloc_contiguous(pages as usize, align as usize)
+        }
+        .map_err(|_| Error::OutOfMemory)?;
         let id = match self.memory.iter().position(Option::is_none) {
             Some(free) => free,
             None => {
@@ -811,6 +848,7 @@ impl Kernel {
             pages: pages as u32,
             refs: 1,
             charged_to: index as u16,
+            shareable,
             shared: false,
             mappings: Vec::new(),
         });
@@ -879,6 +917,12 @@ impl Kernel {
             .and_then(|m| m.as_ref())
             .ok_or(Error::InvalidCapability)?;
         let pa = object.base + (u64::from(first) + first_page) * FRAME_SIZE;
+        // Shared memory is reachable only at its unprotected alias.
+        let pa = if object.shared {
+            crate::realm::alias(pa)
+        } else {
+            pa
+        };
         let access = Access {
             write: rights.contains(Rights::WRITE),
             execute: false,
@@ -946,6 +990,14 @@ impl Kernel {
     /// Share (or unshare) a whole memory object with the host. In a plain guest this only
     /// records the state (the device address is the physical address); the Realm-mode work
     /// plugs RSI in here. Pages are zeroed on every state change.
+    /// Share (or unshare) a whole memory object from the shareable region with the host.
+    ///
+    /// No task may map the memory while its state changes (the DMA server shares a window
+    /// before mapping it anywhere), so the only mapping to break is the kernel's own linear map.
+    /// In a Realm: break the linear map, IPA_STATE_SET (EMPTY with CHANGE_DESTROYED, or RAM),
+    /// map the linear map at the alias (shared) or the private page (private), and zero the pages
+    /// through that new mapping: a shared page holds whatever the host left there. In a plain
+    /// guest only the state and the zeroing remain. Returns the device address when sharing.
     fn share(
         &mut self,
         index: usize,
@@ -962,21 +1014,54 @@ impl Kernel {
             .get_mut(id as usize)
             .and_then(|m| m.as_mut())
             .ok_or(Error::InvalidCapability)?;
-        if first != 0 || pages != object.pages {
+        if first != 0 || pages != object.pages || !object.shareable {
             return Err(Error::InvalidArgument);
         }
-        // Break-before-make must cover every mapping: refuse frames another task maps.
-        if object.mappings.iter().any(|&(t, ..)| t as usize != index) {
+        if !object.mappings.is_empty() {
             return Err(Error::MappedElsewhere);
         }
         if object.shared == shared {
             return Err(Error::InvalidArgument);
         }
+        let range = moat_kernel_core::range::PhysRange::new(
+            object.base,
+            object.base + u64::from(object.pages) * FRAME_SIZE,
+        );
+        if crate::realm::info().is_some() {
+            use crate::mmu::{PhysmapState, set_physmap};
+            set_physmap(range, PhysmapState::Unmapped).map_err(|_| Error::InvalidArgument)?;
+            let changed = if shared {
+                crate::realm::set_empty(range)
+            } else {
+                crate::realm::set_ram(range, false)
+            };
+            if let Err(error) = changed {
+                // The RMM (or the host behind it) refused: the pages may now be in either state,
+                // so they stay out of the linear map and the object is unusable for sharing.
+                kprintln!("share: IPA_STATE_SET over {range} failed: {error:?}");
+                object.shareable = false;
+                return Err(Error::Busy);
+            }
+            let state = if shared {
+                PhysmapState::Alias
+            } else {
+                PhysmapState::Private
+            };
+            set_physmap(range, state).map_err(|_| Error::InvalidArgument)?;
+        }
         object.shared = shared;
         for page in 0..u64::from(object.pages) {
             memory::zero_frame(object.base + page * FRAME_SIZE);
         }
-        Ok([object.base, 0, 0])
+        Ok([
+            if shared {
+                crate::realm::dma_address(object.base)
+            } else {
+                0
+            },
+            0,
+            0,
+        ])
     }
 
     fn mem_info(&self, index: usize, slot: u64) -> Result<[u64; 3], Error> {
@@ -986,8 +1071,11 @@ impl Kernel {
             .get(id as usize)
             .and_then(|m| m.as_ref())
             .ok_or(Error::InvalidCapability)?;
-        let address = if cap.rights.contains(Rights::PHYSICAL) {
-            object.base + u64::from(first) * FRAME_SIZE
+        let base = object.base + u64::from(first) * FRAME_SIZE;
+        let address = if object.shared {
+            crate::realm::dma_address(base)
+        } else if cap.rights.contains(Rights::PHYSICAL) {
+            base
         } else {
             0
         };
@@ -1018,8 +1106,12 @@ impl Kernel {
             device: true,
         };
         let task = self.task_mut(index).ok_or(Error::Dead)?;
-        task.space
-            .map(va, base, (size / FRAME_SIZE) as usize, access)?;
+        task.space.map(
+            va,
+            crate::realm::alias(base),
+            (size / FRAME_SIZE) as usize,
+            access,
+        )?; // devices only at their alias in a Realm
         Ok([size, 0, 0])
     }
 
@@ -1328,7 +1420,7 @@ impl Kernel {
                     Err(e) => Err(e),
                 }
             }
-            Syscall::MemAlloc => self.mem_alloc(index, a[0], a[1]),
+            Syscall::MemAlloc => self.mem_alloc(index, a[0], a[1], a[2]),
             Syscall::MemMap => self.mem_map(index, a),
             Syscall::MemUnmap => self.mem_unmap(index, a[0], a[1]),
             Syscall::MemInfo => self.mem_info(index, a[0]),
@@ -1436,6 +1528,28 @@ impl Kernel {
         self.current = Some(next);
         Some(context)
     }
+}
+
+/// Returns shared frames to private: break the alias mapping, RIPAS RAM, map the private page,
+/// zero it. In a plain guest only the zeroing is left. False if the RMM refused.
+fn make_private(range: moat_kernel_core::range::PhysRange) -> bool {
+    if crate::realm::info().is_some() {
+        use crate::mmu::{PhysmapState, set_physmap};
+        if set_physmap(range, PhysmapState::Unmapped).is_err()
+            || crate::realm::set_ram(range, false).is_err()
+        {
+            return false;
+        }
+        if set_physmap(range, PhysmapState::Private).is_err() {
+            return false;
+        }
+    }
+    let mut page = range.start;
+    while page < range.end {
+        memory::zero_frame(page);
+        page += FRAME_SIZE;
+    }
+    true
 }
 
 fn slot_of(raw: u64) -> Result<CapSlot, Error> {

@@ -33,6 +33,15 @@ impl FaultHook {
     }
 }
 
+/// Which address a device is given for a shared buffer in a Realm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DmaAddressForm {
+    /// `pa | shared bit`, as real Realm VMMs expect (Linux >= 6.13 does the same).
+    Alias,
+    /// `pa`: realm-sim's devices are QEMU's own and see guest-physical addresses.
+    Canonical,
+}
+
 /// How much the kernel logs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -88,6 +97,8 @@ pub struct CommandLine<'a> {
     pub log_level: LogLevel,
     /// `ticks=N`: timer ticks to wait for before the boot self-check ends (default 5).
     pub ticks: Option<u32>,
+    /// `dma-address=alias|canonical`: the DMA address form in a Realm (default alias).
+    pub dma_address: Option<DmaAddressForm>,
     /// Problems found, in order.
     pub warnings: Vec<Warning<'a>, MAX_WARNINGS>,
 }
@@ -136,8 +147,19 @@ impl<'a> CommandLine<'a> {
                     }
                     _ => Some(Warning::BadValue { key, value: v }),
                 },
+                ("dma-address", Some(v)) => match v {
+                    "alias" => {
+                        out.dma_address = Some(DmaAddressForm::Alias);
+                        None
+                    }
+                    "canonical" => {
+                        out.dma_address = Some(DmaAddressForm::Canonical);
+                        None
+                    }
+                    _ => Some(Warning::BadValue { key, value: v }),
+                },
                 ("semihosting", Some(v)) => Some(Warning::BadValue { key, value: v }),
-                ("fault" | "loglevel" | "ticks", None) => {
+                ("fault" | "loglevel" | "ticks" | "dma-address", None) => {
                     Some(Warning::BadValue { key, value: "" })
                 }
                 _ => Some(Warning::UnknownKey(key)),
@@ -160,7 +182,10 @@ mod tests {
 
     #[test]
     fn known_keys() {
-        let c = CommandLine::parse("  semihosting fault=data-abort loglevel=debug ticks=3 ");
+        let c = CommandLine::parse(
+            "  semihosting fault=data-abort loglevel=debug ticks=3 dma-address=canonical ",
+        );
+        assert_eq!(c.dma_address, Some(DmaAddressForm::Canonical));
         assert!(c.semihosting);
         assert_eq!(c.fault, Some(FaultHook::DataAbort));
         assert_eq!(c.log_level, LogLevel::Debug);

@@ -39,6 +39,8 @@ struct Region<'a> {
     bits: &'a mut [u64],
     /// Word index where the next search starts.
     hint: usize,
+    /// Set aside: only [`FrameAllocator::alloc_contiguous_dedicated`] allocates here.
+    dedicated: bool,
 }
 
 impl Region<'_> {
@@ -157,6 +159,7 @@ impl<'a> FrameAllocator<'a> {
                     frames,
                     bits,
                     hint: 0,
+                    dedicated: false,
                 })
                 .map_err(|_| FrameError::TooManyRanges)?;
             total += frames;
@@ -190,9 +193,42 @@ impl<'a> FrameAllocator<'a> {
         changed
     }
 
+    /// Sets aside every managed range that lies inside `range`: ordinary allocations skip it,
+    /// and only [`Self::alloc_contiguous_dedicated`] allocates from it. (The kernel sets aside
+    /// the shareable region this way.) Returns how many frames were set aside.
+    pub fn dedicate(&mut self, range: PhysRange) -> usize {
+        let mut frames = 0;
+        for region in self.regions.iter_mut() {
+            let end = region.base + region.frames as u64 * FRAME_SIZE;
+            if region.base >= range.start && end <= range.end {
+                region.dedicated = true;
+                frames += region.frames;
+            }
+        }
+        frames
+    }
+
+    /// Allocates `count` contiguous frames from the dedicated ranges only.
+    pub fn alloc_contiguous_dedicated(
+        &mut self,
+        count: usize,
+        align_frames: usize,
+    ) -> Result<u64, FrameError> {
+        if count == 0 || align_frames == 0 || !align_frames.is_power_of_two() {
+            return Err(FrameError::BadRequest);
+        }
+        for region in self.regions.iter_mut().filter(|r| r.dedicated) {
+            if let Some(address) = region.alloc_run(count, align_frames) {
+                self.free -= count;
+                return Ok(address);
+            }
+        }
+        Err(FrameError::OutOfMemory)
+    }
+
     /// Allocates one frame; returns its physical address.
     pub fn alloc(&mut self) -> Result<u64, FrameError> {
-        for region in self.regions.iter_mut() {
+        for region in self.regions.iter_mut().filter(|r| !r.dedicated) {
             if let Some(address) = region.alloc_one() {
                 self.free -= 1;
                 return Ok(address);
@@ -214,7 +250,7 @@ impl<'a> FrameAllocator<'a> {
         if count > self.free {
             return Err(FrameError::OutOfMemory);
         }
-        for region in self.regions.iter_mut() {
+        for region in self.regions.iter_mut().filter(|r| !r.dedicated) {
             if let Some(address) = region.alloc_run(count, align_frames) {
                 self.free -= count;
                 return Ok(address);
@@ -325,6 +361,30 @@ mod tests {
         assert_eq!(a.free_frames(), 261);
         let f = a.alloc().unwrap();
         assert_eq!(f, 0x4000_3000);
+    }
+
+    #[test]
+    fn dedicated_ranges_serve_only_dedicated_requests() {
+        let r = [
+            PhysRange::new(0x4000_0000, 0x4000_4000),
+            PhysRange::new(0x5000_0000, 0x5000_4000),
+        ];
+        let mut storage = vec![0u64; FrameAllocator::words_needed(&r)];
+        let mut a = FrameAllocator::new(&r, &mut storage).unwrap();
+        assert_eq!(a.dedicate(PhysRange::new(0x5000_0000, 0x6000_0000)), 4);
+        for _ in 0..4 {
+            assert!(a.alloc().unwrap() < 0x5000_0000);
+        }
+        assert_eq!(a.alloc(), Err(FrameError::OutOfMemory));
+        assert_eq!(a.alloc_contiguous(2, 1), Err(FrameError::OutOfMemory));
+        let d = a.alloc_contiguous_dedicated(4, 4).unwrap();
+        assert_eq!(d, 0x5000_0000);
+        assert_eq!(
+            a.alloc_contiguous_dedicated(1, 1),
+            Err(FrameError::OutOfMemory)
+        );
+        a.free(d).unwrap();
+        assert_eq!(a.alloc_contiguous_dedicated(1, 1), Ok(d));
     }
 
     #[test]

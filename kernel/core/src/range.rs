@@ -121,6 +121,20 @@ pub fn subtract<const N: usize>(
     Ok(out)
 }
 
+/// The highest `size`-byte range, aligned to `align` (a power of two), that fits inside one of
+/// `usable`. The kernel takes its shareable region (the memory the DMA server may share with the
+/// host) this way, from the top of RAM.
+pub fn carve_top(usable: &[PhysRange], size: u64, align: u64) -> Option<PhysRange> {
+    debug_assert!(align.is_power_of_two());
+    usable
+        .iter()
+        .filter_map(|r| {
+            let start = r.end.checked_sub(size)? & !(align - 1);
+            (start >= r.start && size > 0).then(|| PhysRange::new(start, start + size))
+        })
+        .max_by_key(|r| r.start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +156,25 @@ mod tests {
                 PhysRange::new(0x5000, 0x8000)
             ]
         );
+    }
+
+    #[test]
+    fn carve_top_takes_the_highest_aligned_fit() {
+        let usable = [
+            PhysRange::new(0x4000_0000, 0x4800_0000),
+            PhysRange::new(0x4810_0000, 0x6000_0000),
+        ];
+        assert_eq!(
+            carve_top(&usable, 0x400_0000, 0x20_0000),
+            Some(PhysRange::new(0x5c00_0000, 0x6000_0000))
+        );
+        let ragged = [PhysRange::new(0x4000_0000, 0x4ff0_1000)];
+        assert_eq!(
+            carve_top(&ragged, 0x10_0000, 0x20_0000),
+            Some(PhysRange::new(0x4fe0_0000, 0x4ff0_0000))
+        );
+        assert_eq!(carve_top(&usable, 0x4000_0000, 0x1000), None);
+        assert_eq!(carve_top(&[], 0x1000, 0x1000), None);
     }
 
     #[test]

@@ -74,7 +74,8 @@ pub enum Syscall {
     CapDrop = 14,
 
     /// Allocate physically contiguous frames from the task's quota. `x0` = page count,
-    /// `x1` = alignment in pages (a power of two; 0 means 1). Result: `x1` = Memory slot with
+    /// `x1` = alignment in pages (a power of two; 0 means 1), `x2` = flags
+    /// ([`MEM_ALLOC_SHAREABLE`]: from the shareable region, the only memory `Share` accepts). Result: `x1` = Memory slot with
     /// `READ | WRITE | TRANSFER` (plus `PHYSICAL` if the manifest grants it). The frames are
     /// zeroed and return to the quota when the last capability to them is dropped.
     MemAlloc = 15,
@@ -121,6 +122,10 @@ pub enum Syscall {
     /// through semihosting when the runner enabled it, else PSCI SYSTEM_OFF). Does not return.
     SystemOff = 26,
 }
+
+/// `MemAlloc` flag: allocate from the kernel's shareable region. Only such memory can be made
+/// shared with the host (`Share`); the region is mapped page by page so pages can change state.
+pub const MEM_ALLOC_SHAREABLE: u64 = 1 << 0;
 
 impl Syscall {
     /// Every syscall, in numeric order.

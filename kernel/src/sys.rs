@@ -285,6 +285,8 @@ impl Kernel {
         let generation = self.tasks.generation(index).unwrap_or(0);
         let id = TaskId::new(index as u16, generation);
         let mut info = TaskInfo::new(id, &spec.name).map_err(crate::task::LoadError::Memory)?;
+        info.set_config(&spec.config)
+            .map_err(crate::task::LoadError::Memory)?;
         // Capabilities in manifest order; slots are what the table hands out.
         let mut caps: Vec<(String, Capability<Object>)> = Vec::new();
         for named in &spec.caps {

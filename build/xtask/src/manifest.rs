@@ -865,6 +865,7 @@ impl Manifest {
                         Restart::Restart(max_restarts) => RestartPolicy::Restart { max_restarts },
                     },
                     caps,
+                    config: Vec::new(),
                 }
             })
             .collect();

@@ -143,6 +143,9 @@ pub struct TaskSpec {
     pub restart: RestartPolicy,
     /// Capabilities, installed in this order.
     pub caps: Vec<NamedCap>,
+    /// Task-specific configuration compiled by xtask (at most 1024 bytes; the kernel hands it
+    /// to the task in its information page). For the DMA server: its clients' quotas.
+    pub config: Vec<u8>,
 }
 
 /// The compiled manifest.
@@ -301,6 +304,7 @@ mod tests {
                         name: "tasks".to_string(),
                         cap: CapSpec::TaskControl,
                     }],
+                    config: vec![1, 2, 3],
                 },
                 TaskSpec {
                     name: "blk".to_string(),
@@ -325,6 +329,7 @@ mod tests {
                             },
                         },
                     ],
+                    config: vec![],
                 },
             ],
             endpoints: vec![EndpointSpec {

@@ -16,13 +16,15 @@ use crate::task::TaskId;
 /// [`TaskInfo::magic`]: the bytes `"MOAT"` read as a little-endian `u32`.
 pub const TASK_INFO_MAGIC: u32 = u32::from_le_bytes(*b"MOAT");
 /// [`TaskInfo::version`] of the layout defined here. A task refuses a page with another version.
-pub const TASK_INFO_VERSION: u32 = 1;
+pub const TASK_INFO_VERSION: u32 = 2;
 /// Bytes in [`TaskInfo::name`] (NUL padded; a name of exactly this length has no NUL).
 pub const TASK_NAME_LEN: usize = 32;
 /// Bytes in [`CapEntry::name`] (NUL padded).
 pub const CAP_NAME_LEN: usize = 24;
 /// Entries in [`TaskInfo::capabilities`]: the most initial capabilities a task can be given.
 pub const MAX_INITIAL_CAPS: usize = 64;
+/// Largest per-task configuration blob ([`TaskInfo::config`]).
+pub const MAX_TASK_CONFIG: usize = 1024;
 
 /// Label of a [`FaultReport`] message (the first kernel-reserved label).
 pub const LABEL_FAULT_REPORT: u32 = MessageHeader::KERNEL_LABEL_BASE;
@@ -90,10 +92,17 @@ pub struct TaskInfo {
     pub name: [u8; TASK_NAME_LEN],
     /// The initial capabilities; only the first `capability_count` are meaningful.
     pub capabilities: [CapEntry; MAX_INITIAL_CAPS],
+    /// How many bytes of `config` are meaningful.
+    pub config_length: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Task-specific configuration that `cargo xtask` compiled from the manifest (for the DMA
+    /// server: its clients' quotas), postcard-encoded by convention.
+    pub config: [u8; MAX_TASK_CONFIG],
 }
 
 const _: () = assert!(size_of::<CapEntry>() == 32);
-const _: () = assert!(size_of::<TaskInfo>() == 48 + 32 * MAX_INITIAL_CAPS);
+const _: () = assert!(size_of::<TaskInfo>() == 48 + 32 * MAX_INITIAL_CAPS + 8 + MAX_TASK_CONFIG);
 const _: () = assert!(size_of::<TaskInfo>() <= crate::PAGE_SIZE);
 
 impl TaskInfo {
@@ -132,11 +141,29 @@ impl TaskInfo {
         Ok(())
     }
 
-    /// Checks the magic, the version and the capability count ([`Error::InvalidArgument`]).
+    /// Sets the configuration blob ([`Error::BadLength`] if longer than [`MAX_TASK_CONFIG`]).
+    pub fn set_config(&mut self, config: &[u8]) -> Result<(), Error> {
+        let destination = self
+            .config
+            .get_mut(..config.len())
+            .ok_or(Error::BadLength)?;
+        destination.copy_from_slice(config);
+        self.config_length = config.len() as u32;
+        Ok(())
+    }
+
+    /// The configuration blob (empty if the manifest gave none).
+    pub fn config(&self) -> &[u8] {
+        let length = (self.config_length as usize).min(MAX_TASK_CONFIG);
+        &self.config[..length]
+    }
+
+    /// Checks the magic, the version and the counts ([`Error::InvalidArgument`]).
     pub fn check(&self) -> Result<(), Error> {
         if self.magic != TASK_INFO_MAGIC
             || self.version != TASK_INFO_VERSION
             || usize::from(self.capability_count) > MAX_INITIAL_CAPS
+            || self.config_length as usize > MAX_TASK_CONFIG
         {
             return Err(Error::InvalidArgument);
         }
@@ -409,9 +436,17 @@ mod tests {
         let mut wrong_magic = info.clone();
         wrong_magic.magic = 0;
         assert_eq!(wrong_magic.check(), Err(Error::InvalidArgument));
-        let mut wrong_version = info;
-        wrong_version.version = 2;
+        let mut wrong_version = info.clone();
+        wrong_version.version = TASK_INFO_VERSION + 1;
         assert_eq!(wrong_version.check(), Err(Error::InvalidArgument));
+        let mut long_config = info.clone();
+        long_config.config_length = MAX_TASK_CONFIG as u32 + 1;
+        assert_eq!(long_config.check(), Err(Error::InvalidArgument));
+        let mut configured = info;
+        assert_eq!(configured.set_config(&[0; MAX_TASK_CONFIG + 1]), Err(Error::BadLength));
+        configured.set_config(b"quota").expect("fits");
+        assert_eq!(configured.config(), b"quota");
+        assert_eq!(configured.check(), Ok(()));
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub use caps::{CapSlot, CapabilityKind, Rights};
 pub use error::{Error, ErrorClass, UnknownValue, status_from_raw, status_to_raw};
 pub use info::{
     CAP_NAME_LEN, CapEntry, FaultReason, FaultReport, LABEL_FAULT_REPORT, MAX_INITIAL_CAPS,
-    TASK_INFO_MAGIC, TASK_INFO_VERSION, TASK_NAME_LEN, TaskInfo,
+    MAX_TASK_CONFIG, TASK_INFO_MAGIC, TASK_INFO_VERSION, TASK_NAME_LEN, TaskInfo,
 };
 pub use layout::{
     LOWEST_USER_VA, MAP_BASE, MAP_LIMIT, STACK_TOP, TASK_INFO_VA, USER_IMAGE_BASE, USER_VA_LIMIT,

@@ -295,26 +295,39 @@ impl Task {
 
     /// Copies `bytes` to user address `va`, which must be mapped writable.
     pub fn copy_to_user(&self, va: u64, bytes: &[u8]) -> Result<(), Error> {
-        // Check every page first, so a bad buffer changes nothing.
-        let mut address = va;
+        // Translate and check every page first, so a bad buffer changes nothing; messages span
+        // at most two pages, larger copies are checked in batches of eight pages.
         let end = va
             .checked_add(bytes.len() as u64)
             .ok_or(Error::BadAddress)?;
-        while address < end {
-            match self.space.translate(address) {
-                Some((_, access)) if access.write && !access.device => {}
-                _ => return Err(Error::BadAddress),
+        if (va % FRAME_SIZE) as usize + bytes.len() <= FRAME_SIZE as usize {
+            // Within one page: the common case for messages.
+            let (pa, access) = self.space.translate(va).ok_or(Error::BadAddress)?;
+            if !access.write || access.device {
+                return Err(Error::BadAddress);
             }
-            address = (address & !(FRAME_SIZE - 1)) + FRAME_SIZE;
+            memory::write_phys(pa, bytes);
+            return Ok(());
         }
         let mut done = 0;
         while done < bytes.len() {
-            let address = va + done as u64;
-            let (pa, _) = self.space.translate(address).ok_or(Error::BadAddress)?;
-            let in_page = (FRAME_SIZE - (address % FRAME_SIZE)) as usize;
-            let count = in_page.min(bytes.len() - done);
-            memory::write_phys(pa, &bytes[done..done + count]);
-            done += count;
+            let mut chunks: heapless::Vec<(u64, usize, usize), 8> = heapless::Vec::new();
+            let mut address = va + done as u64;
+            while address < end && !chunks.is_full() {
+                let (pa, access) = self.space.translate(address).ok_or(Error::BadAddress)?;
+                if !access.write || access.device {
+                    return Err(Error::BadAddress);
+                }
+                let in_page = (FRAME_SIZE - (address % FRAME_SIZE)) as usize;
+                let offset = (address - va) as usize;
+                let count = in_page.min(bytes.len() - offset);
+                let _ = chunks.push((pa, offset, count));
+                address += count as u64;
+            }
+            for (pa, offset, count) in chunks {
+                memory::write_phys(pa, &bytes[offset..offset + count]);
+                done = offset + count;
+            }
         }
         Ok(())
     }

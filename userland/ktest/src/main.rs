@@ -583,6 +583,14 @@ mod task {
         }
         let ticks = counter() - start;
         log::info!("ipc {rounds} round trips in {ticks} counter ticks");
+        let start = counter();
+        for _ in 0..rounds {
+            let _ = core::hint::black_box(kernel.task_self());
+        }
+        log::info!(
+            "null syscall: {rounds} in {} counter ticks",
+            counter() - start
+        );
     }
 
     fn counter() -> u64 {

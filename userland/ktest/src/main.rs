@@ -11,7 +11,9 @@
 //! - `ktest-faulty`: faults on its first run; its restarted instance reports back;
 //! - `ktest-fuzz`: thousands of syscalls with random numbers and arguments, then reports back;
 //! - `ktest-irq`: drives the PL031 real-time clock's alarm and reports the interrupt it
-//!   receives as a notification.
+//!   receives as a notification;
+//! - `ktest-canary`: keeps a page of a recognisable pattern in its private memory, for the
+//!   host-side confidentiality scan (`cargo xtask test` greps guest RAM for it in a Realm).
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -29,6 +31,7 @@ mod task {
     const RESTARTED: u32 = 4;
     const FUZZ_DONE: u32 = 6;
     const IRQ_SEEN: u32 = 8;
+    const CANARY_READY: u32 = 10;
     const EXIT_WITHOUT_REPLY: u32 = 9;
 
     fn cap(name: &str, kind: CapabilityKind) -> Result<CapSlot, Error> {
@@ -42,6 +45,7 @@ mod task {
             "ktest-faulty" => faulty(),
             "ktest-fuzz" => fuzz(),
             "ktest-irq" => irq_task(),
+            "ktest-canary" => canary(),
             other => {
                 log::error!("no ktest role named {other}");
                 Ok(1)
@@ -164,6 +168,32 @@ mod task {
         log::info!("alarm interrupt arrived as notification bits {bits:#x} (MIS {pending:#x})");
         kernel.send(runner, &message(IRQ_SEEN, bits))?;
         Ok(0)
+    }
+
+    // ---- the confidentiality canary -----------------------------------------------------------
+
+    /// The canary: 64 bytes computed at run time (so they appear in no binary, command line or
+    /// DTB), repeated over a page. xtask computes the same bytes: byte i = (i * 73 + 31) ^ 0xc3.
+    fn canary_byte(i: usize) -> u8 {
+        ((i as u8).wrapping_mul(73).wrapping_add(31)) ^ 0xc3
+    }
+
+    fn canary() -> Result<u64, Error> {
+        let kernel = Kernel;
+        let runner = cap("call:ktest", CapabilityKind::Endpoint)?;
+        let page = memory::allocate(&kernel, 1, Rights::READ | Rights::WRITE)?;
+        for offset in 0..moat_abi::PAGE_SIZE {
+            // SAFETY: the page is mapped read-write and private to this task.
+            unsafe {
+                core::ptr::write_volatile(page.as_ptr().add(offset), canary_byte(offset % 64))
+            };
+        }
+        log::info!("canary written to private memory");
+        kernel.send(runner, &message(CANARY_READY, 0))?;
+        // Keep the canary alive until the system powers off.
+        loop {
+            let _ = kernel.notify_wait(1, Timeout::Forever);
+        }
     }
 
     // ---- the syscall fuzzer -------------------------------------------------------------------
@@ -331,6 +361,12 @@ mod task {
         report.check(
             "interrupt-delivered-to-task",
             interrupt_seen(&kernel, inbox),
+        );
+        report.check(
+            "canary-in-private-memory",
+            wait_for(&kernel, inbox, CANARY_READY, 10_000)
+                .map(drop)
+                .map_err(|e| to_string(format_args!("{e:?}"))),
         );
         measure_ipc(&kernel, echo, 10_000);
 

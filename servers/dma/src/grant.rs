@@ -10,17 +10,10 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
+pub use moat_dma_api::{ClientIdentity, Direction, GrantId, InstanceGeneration};
+
 use crate::error::DmaError;
 use crate::pool::SlotRun;
-
-/// A client's identity in the system manifest: stable across the client's restarts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ClientIdentity(pub u32);
-
-/// The instance generation of a client task (the kernel's task generation): a restarted client
-/// has a different one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct InstanceGeneration(pub u32);
 
 /// Who sent a request: the manifest identity and the sending instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,31 +24,6 @@ pub struct ClientRef {
     pub instance: InstanceGeneration,
 }
 
-/// The direction of a transfer, as in the Linux DMA API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[repr(u8)]
-pub enum Direction {
-    /// The device reads the buffer: the client copies data in before starting the device.
-    ToDevice = 0,
-    /// The device writes the buffer: the client copies data out after completion.
-    FromDevice = 1,
-    /// Both: copied in before and out after.
-    Bidirectional = 2,
-}
-
-impl TryFrom<u8> for Direction {
-    type Error = DmaError;
-
-    fn try_from(value: u8) -> Result<Self, DmaError> {
-        match value {
-            0 => Ok(Direction::ToDevice),
-            1 => Ok(Direction::FromDevice),
-            2 => Ok(Direction::Bidirectional),
-            _ => Err(DmaError::InvalidArgument),
-        }
-    }
-}
-
 /// What kind of allocation a grant is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
@@ -64,38 +32,6 @@ pub enum GrantKind {
     Streaming = 0,
     /// A long-lived device-visible structure such as a virtqueue ring (`alloc_coherent`).
     Coherent = 1,
-}
-
-/// A generation-tagged grant id: index in the low 32 bits, generation in the high 32 bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct GrantId(u64);
-
-impl GrantId {
-    /// Builds an id from an index and a generation.
-    pub const fn new(index: u32, generation: u32) -> Self {
-        GrantId(((generation as u64) << 32) | index as u64)
-    }
-
-    /// Rebuilds an id from its wire form. Any value is accepted; the table rejects ids it did
-    /// not issue.
-    pub const fn from_raw(raw: u64) -> Self {
-        GrantId(raw)
-    }
-
-    /// The wire form of the id.
-    pub const fn raw(self) -> u64 {
-        self.0
-    }
-
-    /// The table index.
-    pub const fn index(self) -> u32 {
-        self.0 as u32
-    }
-
-    /// The generation.
-    pub const fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
-    }
 }
 
 /// One grant: a run of slots in a client's window.

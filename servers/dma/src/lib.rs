@@ -12,16 +12,24 @@
 //! - [`stats`]: counters and the recent-event ring, serde types for postcard replies;
 //! - [`error`]: fixed-number error codes.
 //!
-//! The thin binary (not here yet) decodes requests, stamps the caller from the message badge,
-//! calls the model and encodes the reply.
+//! - [`dispatch`]: decodes `moat-dma-api` requests, takes the caller from the message badge and
+//!   sender, applies roles and manifest quotas, calls the model and encodes the reply.
+//!
+//! The wire types (errors, directions, grant ids, statistics) are defined once, in
+//! `moat-dma-api`, and re-exported here. The thin binary (not here yet: it needs the kernel's
+//! Share syscalls) runs `Dispatcher::handle_message` in its serve loop.
 #![no_std]
-#![forbid(unsafe_code)]
+// Tests implement the `Syscalls` trait, whose raw entry point is an `unsafe fn`; nothing else
+// may use `unsafe`.
+#![cfg_attr(not(test), forbid(unsafe_code))]
+#![cfg_attr(test, deny(unsafe_code))]
 
 extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
 pub mod backing;
+pub mod dispatch;
 pub mod error;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fake;
@@ -31,11 +39,14 @@ pub mod server;
 pub mod stats;
 
 #[cfg(test)]
+mod dispatch_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod server_tests;
 
 pub use backing::{Backing, SharedRegion};
+pub use dispatch::{Caller, Dispatcher, Outcome};
 pub use error::DmaError;
 pub use grant::{ClientIdentity, ClientRef, Direction, GrantId, GrantKind, InstanceGeneration};
 pub use pool::{SlotPool, SlotRun};

@@ -390,6 +390,32 @@ impl<B: Backing> DmaServer<B> {
             && quarantined == self.quarantined_slots
     }
 
+    /// Counts a failure found before the model saw the request (a request that did not decode,
+    /// a badge without the needed role) against its reason and, if known, its client.
+    pub fn record_failure(&mut self, identity: ClientIdentity, error: DmaError) {
+        let _ = self.note::<()>(identity, Err(error));
+    }
+
+    /// The shared region behind `identity`'s window (the serve loop hands its Memory capability
+    /// to the client in the `register` reply).
+    pub fn window_region(&self, identity: ClientIdentity) -> Option<SharedRegion> {
+        self.clients.get(&identity).map(|client| client.region)
+    }
+
+    /// The figures of the first client after `after` in identity order (`None` = the first).
+    pub fn next_client_stats(&self, after: Option<ClientIdentity>) -> Option<ClientStats> {
+        use core::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let (identity, _) = self.clients.range((lower, Bound::Unbounded)).next()?;
+        self.client_stats(*identity)
+    }
+
+    /// Events recorded since the server started (the ring keeps the last
+    /// [`EVENT_RING_LEN`](crate::stats::EVENT_RING_LEN)).
+    pub fn events_total(&self) -> u64 {
+        self.events.total()
+    }
+
     /// Counts a failure against its reason and its client, and passes the result through.
     fn note<T>(
         &mut self,

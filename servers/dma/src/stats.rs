@@ -3,41 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::DmaError;
-use crate::grant::{ClientIdentity, Direction, InstanceGeneration};
+pub use moat_dma_api::{ClientStats, Event, EventKind, FailureCounts};
 
-/// How many recent events the server keeps.
-pub const EVENT_RING_LEN: usize = 32;
+use crate::grant::{ClientIdentity, Direction};
 
-/// Failures counted by reason, one counter per [`DmaError`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailureCounts {
-    /// Counters indexed by error code minus one (see [`DmaError::ALL`]).
-    pub by_code: [u64; DmaError::ALL.len()],
-}
-
-impl FailureCounts {
-    /// Counts one failure.
-    pub fn record(&mut self, error: DmaError) {
-        let index = error.code() as usize - 1;
-        if let Some(counter) = self.by_code.get_mut(index) {
-            *counter = counter.saturating_add(1);
-        }
-    }
-
-    /// The count for one reason.
-    pub fn get(&self, error: DmaError) -> u64 {
-        self.by_code
-            .get(error.code() as usize - 1)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// The total over every reason.
-    pub fn total(&self) -> u64 {
-        self.by_code.iter().sum()
-    }
-}
+/// How many recent events the server keeps (part of the protocol: clients page through them).
+pub use moat_dma_api::stats::EVENT_RING_LEN;
 
 /// Server-wide figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,65 +47,6 @@ pub struct DmaStats {
     pub failures: FailureCounts,
     /// Allocator and grant-table bookkeeping in bytes.
     pub metadata_bytes: u64,
-}
-
-/// One client's figures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientStats {
-    /// The client's manifest identity.
-    pub identity: ClientIdentity,
-    /// The registered instance, `None` while the client is dead (revoked).
-    pub instance: Option<InstanceGeneration>,
-    /// Window size in bytes.
-    pub window_bytes: u64,
-    /// Live grants.
-    pub grants: u64,
-    /// Bytes requested by live grants.
-    pub granted_bytes: u64,
-    /// Slots used by live grants.
-    pub used_slots: u64,
-    /// Slots in quarantine.
-    pub quarantined_slots: u64,
-    /// Whether quarantine waits for the client to declare its device reset.
-    pub reset_pending: bool,
-    /// Bytes mapped towards the device.
-    pub bytes_to_device: u64,
-    /// Bytes mapped from the device.
-    pub bytes_from_device: u64,
-    /// Requests of this client that failed.
-    pub failures: u64,
-}
-
-/// What happened, in an [`Event`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EventKind {
-    /// A streaming map.
-    Map,
-    /// An unmap (streaming or coherent).
-    Unmap,
-    /// A coherent allocation.
-    AllocCoherent,
-    /// A grant went to quarantine because its client died.
-    Quarantine,
-    /// A quarantined run was given back to its client's pool.
-    Reclaim,
-}
-
-/// One recent event (like SWIOTLB's `swiotlb_bounced` tracepoint).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// Sequence number, counting every event since the server started.
-    pub sequence: u64,
-    /// What happened.
-    pub kind: EventKind,
-    /// The client it happened to.
-    pub client: ClientIdentity,
-    /// Transfer direction.
-    pub direction: Direction,
-    /// Device address of the buffer.
-    pub device_address: u64,
-    /// Length in bytes.
-    pub size: u64,
 }
 
 /// A fixed-size ring of the last [`EVENT_RING_LEN`] events.
@@ -230,6 +142,8 @@ mod tests {
 
     #[test]
     fn stats_round_trip_through_postcard() {
+        use crate::error::DmaError;
+
         let mut stats = DmaStats {
             total_slots: 512,
             ..DmaStats::default()

@@ -443,7 +443,10 @@ mod tests {
         long_config.config_length = MAX_TASK_CONFIG as u32 + 1;
         assert_eq!(long_config.check(), Err(Error::InvalidArgument));
         let mut configured = info;
-        assert_eq!(configured.set_config(&[0; MAX_TASK_CONFIG + 1]), Err(Error::BadLength));
+        assert_eq!(
+            configured.set_config(&[0; MAX_TASK_CONFIG + 1]),
+            Err(Error::BadLength)
+        );
         configured.set_config(b"quota").expect("fits");
         assert_eq!(configured.config(), b"quota");
         assert_eq!(configured.check(), Ok(()));

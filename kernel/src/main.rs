@@ -58,7 +58,7 @@ fn device_tree(dtb_pa: u64) -> Option<&'static [u8]> {
         return None;
     }
     let size = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-    if size < 40 || size > MAX_DTB_SIZE || offset + size > 2 * BLOCK {
+    if !(40..=MAX_DTB_SIZE).contains(&size) || offset + size > 2 * BLOCK {
         return None;
     }
     // SAFETY: checked just above that [va, va + size) lies inside the read-only window; the
@@ -131,12 +131,12 @@ extern "C" fn kmain(dtb_pa: u64, entry_el: u64, phys_base: u64) -> ! {
     let Ok(image) = mmu::init(phys_base, dtb_pa, &platform.memory, shareable) else {
         early_failure()
     };
-    if let Some(uart) = platform.uart {
-        if let Ok(va) = mmu::map_device(uart.regs) {
-            // SAFETY: the UART's registers were just mapped as Device memory at `va`, and the
-            // kernel is their only user.
-            console::init(unsafe { console::Uart::new(uart.kind, va) });
-        }
+    if let Some(uart) = platform.uart
+        && let Ok(va) = mmu::map_device(uart.regs)
+    {
+        // SAFETY: the UART's registers were just mapped as Device memory at `va`, and the
+        // kernel is their only user.
+        console::init(unsafe { console::Uart::new(uart.kind, va) });
     }
 
     let dropped = if entry_el == 2 {

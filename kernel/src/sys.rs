@@ -657,34 +657,43 @@ impl Kernel {
         let task = self.task(index).ok_or(Error::Dead)?;
         let mut message = task.read_message(buffer)?;
         message.check_from_sender()?;
+        // A reply may carry one capability (the DMA server hands out windows this way), under
+        // the same rules as a send: the replier must hold TRANSFER and names the copy's rights.
+        let transfer = match message.capability() {
+            Some((cap_slot, rights)) => Some(task.caps.prepare_transfer(cap_slot, rights)?),
+            None => None,
+        };
         message.stamp(0, task.id);
-        message.header.flags = message
-            .header
-            .flags
-            .with(MessageFlags::IS_REPLY)
-            .without(MessageFlags::CARRIES_CAPABILITY);
+        message.header.flags = message.header.flags.with(MessageFlags::IS_REPLY);
         message.header.capability = CapSlot::NONE;
+        message.header.reply = CapSlot::NONE;
         let me = task.id;
         let caller_index = usize::from(caller.index());
-        let waiting = self.tasks.is_alive(caller)
-            && matches!(
-                self.task(caller_index).map(|t| t.state),
-                Some(RunState::Blocked { wait: Wait::Reply { server, .. }, .. }) if server == me
-            );
-        if !waiting {
-            return Err(Error::Dead);
-        }
-        let Some(RunState::Blocked {
-            wait:
-                Wait::Reply {
-                    buffer: reply_buffer,
-                    ..
-                },
-            ..
-        }) = self.task(caller_index).map(|t| t.state)
-        else {
-            return Err(Error::Dead);
+        let reply_buffer = match self.task(caller_index).map(|t| t.state) {
+            Some(RunState::Blocked {
+                wait: Wait::Reply { server, buffer },
+                ..
+            }) if server == me && self.tasks.is_alive(caller) => buffer,
+            _ => return Err(Error::Dead),
         };
+        if let Some(transfer) = transfer {
+            let rights = transfer.rights;
+            let object = transfer.object;
+            let caller_task = self.task_mut(caller_index).ok_or(Error::Dead)?;
+            match caller_task.caps.insert(transfer) {
+                Ok(new_slot) => {
+                    self.retain(&object);
+                    message.header.capability = new_slot;
+                    message.header.capability_rights = rights.bits();
+                }
+                Err(_) => {
+                    message.header.flags = message
+                        .header
+                        .flags
+                        .without(MessageFlags::CARRIES_CAPABILITY);
+                }
+            }
+        }
         let written = self
             .task(caller_index)
             .ok_or(Error::Dead)?

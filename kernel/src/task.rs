@@ -334,7 +334,7 @@ impl Task {
 
     /// Reads a message from user memory (8-byte aligned buffer).
     pub fn read_message(&self, va: u64) -> Result<Message, Error> {
-        if va % 8 != 0 {
+        if !va.is_multiple_of(8) {
             return Err(Error::BadAlignment);
         }
         let mut message = Message::zeroed();
@@ -344,7 +344,7 @@ impl Task {
 
     /// Writes a message to user memory (only the bytes in use).
     pub fn write_message(&self, va: u64, message: &Message) -> Result<(), Error> {
-        if va % 8 != 0 {
+        if !va.is_multiple_of(8) {
             return Err(Error::BadAlignment);
         }
         let bytes = zerocopy::IntoBytes::as_bytes(message);
@@ -353,7 +353,7 @@ impl Task {
 
     /// Whether the task's user buffer for a message is writable (checked before blocking).
     pub fn check_message_buffer(&self, va: u64) -> Result<(), Error> {
-        if va % 8 != 0 {
+        if !va.is_multiple_of(8) {
             return Err(Error::BadAlignment);
         }
         let end = va

@@ -47,7 +47,7 @@ extern "C" fn fatal_exception(frame: &FatalFrame, vector: u64) -> ! {
     report!("KERNEL FAULT: {kind} from {origin}");
     let ec = esr::exception_class(frame.esr);
     let iss = esr::syndrome(frame.esr);
-    if vector % 4 == 0 {
+    if vector.is_multiple_of(4) {
         report!("  cause: {} (EC {ec:#04x})", esr::class_name(ec));
         if esr::is_abort(ec) {
             let access = if ec & 0x4 != 0 && esr::is_write(iss) {

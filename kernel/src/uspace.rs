@@ -168,7 +168,7 @@ impl AddressSpace {
 
     /// Checks a user range: page aligned, inside the user half, not wrapping.
     pub fn check_range(va: u64, pages: usize) -> Result<u64, Error> {
-        if va % PAGE_SIZE as u64 != 0 {
+        if !va.is_multiple_of(PAGE_SIZE as u64) {
             return Err(Error::BadAlignment);
         }
         let len = (pages as u64)

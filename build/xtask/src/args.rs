@@ -70,7 +70,7 @@ impl Default for TestOptions {
 }
 
 /// Timeout of a single QEMU boot test unless `--timeout` says otherwise.
-pub const DEFAULT_TIMEOUT_SECONDS: u64 = 60;
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 120;
 
 /// A command line that does not parse; the message says what is wrong.
 #[derive(Debug, PartialEq, Eq)]
@@ -133,7 +133,8 @@ Boots qemu-system-aarch64 -M virt,gic-version=3 -cpu cortex-a72 -m 512M with one
 virtio-blk disk (<target-dir>/moat/disk.img, created when missing) and one virtio-net
 device, both modern virtio-mmio, semihosting enabled and the console on stdio.
 Exits with the guest's status: the kernel's semihosting exit status, or 0 after a PSCI
-SYSTEM_OFF. Quit QEMU by hand with Ctrl-A X.
+SYSTEM_OFF. Quit QEMU by hand with Ctrl-A X: the default system's supervisor keeps serving
+after `hello` exits, so it does not power off by itself.
 
 Options:
   --no-realm   The plain guest (Realm mode is not implemented yet, so this is the default)
@@ -151,21 +152,33 @@ cargo xtask test: everything CI runs after fmt and clippy.
 Usage: cargo xtask test [--timeout SECONDS] [--boot-only]
 
 1. `cargo test` at the workspace root (the host crates, the default members).
-2. Builds the image (checking build/system.toml and building its tasks, as `build` does),
-   then QEMU boot tests, each with a timeout after which QEMU is killed:
-     el1        plain guest entered at EL1: banner, memory map, devices (virtio-blk and
-                virtio-net), `moat: boot self-check passed`, exit status 0
-     el2        the same entered at EL2 (-M virt,virtualization=on)
-     fault      plain guest with `fault=data-abort`: fault report with a register dump and a
-                non-zero exit status
-     bare       booted exactly as a Linux kernel would be (only -kernel): banner, exit 0
-   A test passes when every expected console line appears in order, no forbidden line
-   appears and the exit status is as expected. A failing test prints its whole console log;
-   every log is also written to <target-dir>/moat/test-logs/<test>.log.
+2. Builds the default system (build/system.toml, as `build` does) and the kernel test system
+   (build/system-ktest.toml), then runs the QEMU boot tests, two at a time, each with a
+   timeout after which QEMU is killed:
+     ktest-el1  the kernel test system entered at EL1: `tasks: N started` (N from its
+                manifest), `moat: ready`, `ktest: all N passed` counting every
+                `ktest: PASS` line, no `ktest: FAIL`, exit status 0 (the ktest task powers
+                off with the number of failures)
+     ktest-el2  the same entered at EL2 (-M virt,virtualization=on)
+     el1        the default system entered at EL1: banner, memory map, devices (virtio-blk
+                and virtio-net), `moat: boot self-check passed`, then `tasks: N started` and
+                `moat: ready` (xtask stops QEMU 1.5 s later: the supervisor keeps serving),
+                or, with no tasks, exit status 0
+     el2        the same entered at EL2
+     fault-data-abort, fault-undef, fault-panic, fault-stack-overflow, fault-write-text
+                the default system with `fault=<hook>`: the kernel's fault report (register
+                dump; `kernel stack overflow`; `permission fault`; the panic message) and a
+                non-zero exit status, before the self-check ends
+     bare       booted exactly as a Linux kernel would be (only -kernel): banner, self-check,
+                then as el1
+   No test may print KERNEL FAULT or KERNEL PANIC unless it expects them. A test passes when
+   every expected console line appears in order, no forbidden line appears and the exit is as
+   expected. A failing test prints its whole console log; every log is also written to
+   <target-dir>/moat/test-logs/<test>.log.
 Prints a summary and exits non-zero if anything failed.
 
 Options:
-  --timeout SECONDS   Timeout of each boot test (default 60)
+  --timeout SECONDS   Timeout of each boot test (default 120)
   --boot-only         Skip `cargo test`; only the QEMU boot tests
 ";
 
@@ -184,8 +197,13 @@ object {\"name_with_unit\": number, ...} with the names the table shows:
   dma_map_unmap_scaling       256 MiB time / 4 MiB time (target <= 1.2)
   dma_*_ns                    every other criterion benchmark of that run, by its id
   dma_pool_metadata_bytes_per_MiB, and any `moat-bench: NAME = NUMBER` line a bench prints
-  ram_at_ready_KiB            memory in use when the kernel prints `moat: ready` (QEMU boot;
-                              skipped while the kernel does not print it)
+  ram_at_ready_KiB            RAM in use when the kernel prints `moat: ready` (QEMU boot of
+                              the default system; of build/system-ktest.toml while the default
+                              system has no task)
+  ipc_call_reply_instructions instructions per IPC call + reply round trip between two user
+                              tasks: the kernel test system's 10,000 timed round trips under
+                              QEMU -icount shift=0 (1 instruction per ns: ticks x 1e9 / counter
+                              Hz / round trips)
 A measurement that cannot run yet is shown as skipped; one that fails makes the exit status
 non-zero. Benchmarks are never run as timed assertions in tests.
 

@@ -4,9 +4,13 @@
 //! Design: a measurement is an entry in [`MEASUREMENTS`] — a label and a function from the
 //! shared [`Bench`] context to named values, or to a reason it was skipped. Adding one (for
 //! example `ipc_call_reply_instructions` from a QEMU run with `-icount shift=0`) is one function
-//! and one line in that list; [`Bench::boot`] boots the built image with extra QEMU and kernel
+//! and one line in that list; [`Bench::boot`] boots a built image with extra QEMU and kernel
 //! arguments and returns the console log, and [`number_on_line`] reads a figure off it. The
 //! parsers (criterion's JSON, bench output lines, console lines) are pure and unit-tested.
+//!
+//! Two systems are booted: the default one (build/system.toml) and the kernel test system
+//! (build/system-ktest.toml, built on first use), whose `ktest` task times 10,000 IPC round
+//! trips with the virtual counter and prints `ktest: ipc N round trips in T counter ticks`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,6 +23,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::args::BenchOptions;
 use crate::qemu::{self, Captured, Setup};
+use crate::system::{self, KTEST_MANIFEST_PATH, SystemPaths};
 use crate::workspace::{self, Workspace};
 
 /// What a measurement produced.
@@ -52,28 +57,44 @@ pub const MEASUREMENTS: &[Measurement] = &[
         label: "RAM in use at `moat: ready` (QEMU)",
         run: ram_at_ready,
     },
-    // Next: `ipc_call_reply_instructions` — boot a system with the IPC benchmark tasks under
-    // `self.boot(&["-icount", "shift=0"], &[...])` and read its console line with
-    // `number_on_line`.
+    Measurement {
+        label: "IPC call + reply round trip (QEMU -icount shift=0)",
+        run: ipc_call_reply,
+    },
 ];
 
 /// The shared context of one `cargo xtask bench` run.
 pub struct Bench {
     /// The workspace.
     pub workspace: Workspace,
-    /// The Image built for this run (tasks included).
+    /// The default system's Image (tasks included).
     pub image: PathBuf,
+    /// Tasks in the default system.
+    pub default_tasks: usize,
+    /// The kernel test system's Image, once built.
+    ktest_image: Option<PathBuf>,
     /// Options.
     pub options: BenchOptions,
 }
 
 /// Timeout of one QEMU boot made for a measurement.
-pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a boot that is stopped on a console line keeps running after it.
+const STOP_GRACE: Duration = Duration::from_millis(500);
 
 impl Bench {
-    /// Boots the built image (the plain guest, entered at EL1) with `qemu_args` appended to
-    /// QEMU's command line and `kernel_args` to the kernel's; returns the captured console.
-    pub fn boot(&self, qemu_args: &[&str], kernel_args: &[&str]) -> Result<Captured> {
+    /// Boots `image` (the plain guest, entered at EL1) with `qemu_args` appended to QEMU's
+    /// command line and `kernel_args` to the kernel's; returns the captured console. If `until`
+    /// is given, QEMU is stopped shortly after a complete console line contains it (for a
+    /// system that keeps serving).
+    pub fn boot(
+        &self,
+        image: &Path,
+        qemu_args: &[&str],
+        kernel_args: &[&str],
+        until: Option<&str>,
+    ) -> Result<Captured> {
         qemu::ensure_installed()?;
         let disk = self.workspace.output_dir().join("bench-disk.img");
         workspace::ensure_disk(&disk)?;
@@ -83,9 +104,28 @@ impl Bench {
             gdb: false,
             kernel_args: kernel_args.iter().map(|s| s.to_string()).collect(),
         };
-        let mut command = qemu::command(&self.image, &setup);
+        let mut command = qemu::command(image, &setup);
         command.args(qemu_args);
-        qemu::run_captured(command, BOOT_TIMEOUT)
+        let stop = |log: &str| {
+            until.is_some_and(|needle| log.lines().any(|line| line.contains(needle)))
+                && log.ends_with('\n')
+        };
+        qemu::run_until(command, BOOT_TIMEOUT, &stop, STOP_GRACE)
+    }
+
+    /// The kernel test system's Image, built on first use.
+    pub fn ktest_image(&mut self) -> Result<PathBuf> {
+        if let Some(image) = &self.ktest_image {
+            return Ok(image.clone());
+        }
+        let paths = SystemPaths::other_system(
+            &self.workspace,
+            &self.workspace.root.join(KTEST_MANIFEST_PATH),
+        );
+        let image = workspace::build_system(&self.workspace, &paths)
+            .with_context(|| format!("building {KTEST_MANIFEST_PATH}"))?;
+        self.ktest_image = Some(image.clone());
+        Ok(image)
     }
 
     /// Where criterion keeps its results for this workspace.
@@ -200,17 +240,117 @@ pub fn dma_results(stdout: &str, medians: &BTreeMap<String, f64>) -> Vec<(String
     values
 }
 
+/// RAM in use at `moat: ready`: the default system's, or the kernel test system's while the
+/// default system has no task (it then never gets ready).
 fn ram_at_ready(bench: &mut Bench) -> Result<Outcome> {
-    let captured = bench.boot(&[], &[])?;
+    let (captured, which) = if bench.default_tasks > 0 {
+        let image = bench.image.clone();
+        (
+            bench.boot(&image, &[], &[], Some("moat: ready"))?,
+            system::MANIFEST_PATH,
+        )
+    } else {
+        let image = bench.ktest_image()?;
+        (bench.boot(&image, &[], &[], None)?, KTEST_MANIFEST_PATH)
+    };
     match ready_ram_kib(&captured.log) {
-        ReadyLine::Missing => Ok(Outcome::Skipped(
-            "the kernel does not print `moat: ready` yet".into(),
-        )),
+        ReadyLine::Missing => bail!(
+            "{which} never printed `moat: ready` ({:?}); console:\n{}",
+            captured.ending,
+            captured.log
+        ),
         ReadyLine::WithoutFigure(line) => Ok(Outcome::Skipped(format!(
             "`{line}` names no figure in KiB (wanted e.g. `moat: ready, 1234 KiB in use`)"
         ))),
-        ReadyLine::KiB(kib) => Ok(Outcome::Values(vec![("ram_at_ready_KiB".into(), kib)])),
+        ReadyLine::KiB(kib) => {
+            println!(
+                "{which}: {}",
+                captured
+                    .log
+                    .lines()
+                    .find(|l| l.contains("moat: ready"))
+                    .unwrap_or_default()
+                    .trim()
+            );
+            Ok(Outcome::Values(vec![("ram_at_ready_KiB".into(), kib)]))
+        }
     }
+}
+
+/// Instructions per IPC call + reply round trip between two user tasks.
+///
+/// The kernel test system's `ktest` task times 10,000 round trips with the virtual counter
+/// (CNTVCT_EL0) and prints `ktest: ipc N round trips in T counter ticks`. Under
+/// `-icount shift=0` QEMU's virtual clock advances 2^0 = 1 ns per instruction executed, so the
+/// virtual CPU runs exactly 1 instruction per ns, deterministically, whatever the host's speed.
+/// The counter runs at the frequency the boot log reports (`timer ... F Hz`; QEMU 7.2's virt
+/// board: 62,500,000 Hz, one tick = 16 ns = 16 instructions), so
+/// `instructions = T × 1e9 / F` and per round trip `T × 1e9 / F / N`. The counter's resolution
+/// is one tick (16 instructions); over 10,000 round trips that is below 0.01 instructions.
+fn ipc_call_reply(bench: &mut Bench) -> Result<Outcome> {
+    let image = bench.ktest_image()?;
+    let captured = bench.boot(&image, &["-icount", "shift=0"], &[], None)?;
+    let measured = ipc_measurement(&captured.log).with_context(|| {
+        format!(
+            "reading the IPC measurement off the console ({:?}):\n{}",
+            captured.ending, captured.log
+        )
+    })?;
+    println!(
+        "counter {} Hz ({} instructions per tick with -icount shift=0); {} round trips in {} ticks",
+        measured.frequency_hz,
+        1e9 / measured.frequency_hz,
+        measured.round_trips,
+        measured.ticks
+    );
+    Ok(Outcome::Values(vec![(
+        "ipc_call_reply_instructions".into(),
+        round(measured.instructions_per_round_trip(), 1),
+    )]))
+}
+
+/// What the kernel test system's IPC measurement printed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IpcMeasurement {
+    /// The virtual counter's frequency (`timer ... F Hz`).
+    pub frequency_hz: f64,
+    /// Round trips timed.
+    pub round_trips: f64,
+    /// Counter ticks they took.
+    pub ticks: f64,
+}
+
+impl IpcMeasurement {
+    /// Instructions per round trip under `-icount shift=0` (1 instruction per ns):
+    /// `ticks × 1e9 / frequency / round_trips`.
+    pub fn instructions_per_round_trip(&self) -> f64 {
+        self.ticks * 1e9 / self.frequency_hz / self.round_trips
+    }
+}
+
+/// Reads the counter frequency (the boot log's `timer ... F Hz` device line) and
+/// `ktest: ipc N round trips in T counter ticks` off a console log.
+pub fn ipc_measurement(log: &str) -> Result<IpcMeasurement> {
+    let frequency_hz = log
+        .lines()
+        .find(|line| line.trim_start().starts_with("timer ") && line.contains(" Hz"))
+        .and_then(|line| number_on_line(line, " Hz"))
+        .filter(|hz| *hz > 0.0)
+        .context("no `timer ... <frequency> Hz` line")?;
+    let line = log
+        .lines()
+        .find(|line| line.contains("ktest: ipc ") && line.contains("counter ticks"))
+        .context("no `ktest: ipc N round trips in T counter ticks` line")?;
+    let round_trips = number_on_line(line, "round trips")
+        .filter(|n| *n > 0.0)
+        .with_context(|| format!("no round-trip count on {line:?}"))?;
+    let ticks = number_on_line(line, "counter ticks")
+        .with_context(|| format!("no tick count on {line:?}"))?;
+    Ok(IpcMeasurement {
+        frequency_hz,
+        round_trips,
+        ticks,
+    })
 }
 
 /// What the console says at `moat: ready`.
@@ -378,9 +518,14 @@ pub fn table(results: &[(String, f64)], notes: &[(String, String)]) -> String {
 pub fn run(options: BenchOptions) -> Result<bool> {
     let workspace = Workspace::locate()?;
     let image = workspace::build_kernel(&workspace)?;
+    let default_tasks = system::load_manifest(&SystemPaths::default_system(&workspace))?
+        .tasks
+        .len();
     let mut bench = Bench {
         workspace,
         image,
+        default_tasks,
+        ktest_image: None,
         options,
     };
     let mut results: Vec<(String, f64)> = Vec::new();
@@ -532,6 +677,33 @@ mod tests {
             Some(1412.5)
         );
         assert_eq!(number_on_line("no number KiB", "KiB"), None);
+    }
+
+    #[test]
+    fn reads_the_ipc_measurement() {
+        let log = "  gic       GICv3\n  timer     EL1 virtual timer, INTID 27, 62500000 Hz, tick 100 Hz\n\
+                   timer: 5 ticks by interrupt in 49 ms\n\
+                   ktest: 1000 call/reply round trips\n\
+                   ktest: ipc 10000 round trips in 3855176 counter ticks\n";
+        let measured = ipc_measurement(log).unwrap();
+        assert_eq!(
+            measured,
+            IpcMeasurement {
+                frequency_hz: 62_500_000.0,
+                round_trips: 10_000.0,
+                ticks: 3_855_176.0
+            }
+        );
+        // 16 instructions per tick at 62.5 MHz.
+        assert!((measured.instructions_per_round_trip() - 6168.2816).abs() < 1e-6);
+        assert!(ipc_measurement("ktest: ipc 10 round trips in 5 counter ticks\n").is_err());
+        let no_result = log.replace(
+            "ktest: ipc 10000 round trips in 3855176 counter ticks\n",
+            "",
+        );
+        assert!(ipc_measurement(&no_result).is_err());
+        let zero = log.replace("ipc 10000", "ipc 0");
+        assert!(ipc_measurement(&zero).is_err());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use anyhow::Result;
 
 use crate::args::{BuildOptions, Command, RunOptions, TestOptions};
 use crate::console::Ending;
-use crate::system::SystemPaths;
+use crate::system::{KTEST_MANIFEST_PATH, SystemPaths};
 use crate::workspace::Workspace;
 
 fn main() -> ExitCode {
@@ -114,7 +114,7 @@ fn run(options: RunOptions) -> Result<ExitCode> {
             // Statuses outside 1..=255 cannot be passed on; report a plain failure.
             ExitCode::from(u8::try_from(status).unwrap_or(1))
         }
-        Ending::Signalled | Ending::TimedOut => {
+        Ending::Signalled | Ending::TimedOut | Ending::Stopped => {
             eprintln!("xtask: QEMU was killed by a signal");
             ExitCode::FAILURE
         }
@@ -133,26 +133,49 @@ fn test(options: TestOptions) -> Result<ExitCode> {
         results.push(("host tests (cargo test)".into(), status.success()));
     }
 
-    println!("==== kernel build ====");
+    println!("==== kernel build: default system and kernel test system ====");
     let ready = workspace::build_kernel(&workspace).and_then(|image| {
+        let tasks = system::load_manifest(&SystemPaths::default_system(&workspace))?
+            .tasks
+            .len();
         qemu::ensure_installed()?;
-        let disk = workspace.output_dir().join("test-disk.img");
-        workspace::ensure_disk(&disk)?;
-        Ok((image, disk))
+        Ok((image, tasks))
     });
     match ready {
         Err(error) => {
             println!("xtask: cannot run the boot tests: {error:#}");
             results.push(("kernel build and QEMU".into(), false));
         }
-        Ok((image, disk)) => {
+        Ok((image, default_tasks)) => {
             results.push(("kernel build and QEMU".into(), true));
+            let ktest_paths =
+                SystemPaths::other_system(&workspace, &workspace.root.join(KTEST_MANIFEST_PATH));
+            let ktest = workspace::build_system(&workspace, &ktest_paths)
+                .and_then(|image| Ok((image, system::load_manifest(&ktest_paths)?.tasks.len())));
+            let ktest = match ktest {
+                Ok(built) => {
+                    results.push(("kernel test system build".into(), true));
+                    Some(built)
+                }
+                Err(error) => {
+                    println!("xtask: cannot build {KTEST_MANIFEST_PATH}: {error:#}");
+                    results.push(("kernel test system build".into(), false));
+                    None
+                }
+            };
+            let tests = boot_tests::boot_tests(default_tasks, ktest.as_ref().map(|k| k.1));
+            let images = boot_tests::Images {
+                default: image,
+                ktest: ktest.map(|k| k.0),
+            };
             println!(
-                "==== QEMU boot tests (timeout {} s each) ====",
+                "==== QEMU boot tests: {} tests, {} at a time, timeout {} s each ====",
+                tests.len(),
+                boot_tests::PARALLEL,
                 options.timeout.as_secs()
             );
             let log_dir = workspace.output_dir().join("test-logs");
-            for outcome in boot_tests::run_all(&image, &disk, &log_dir, options.timeout)? {
+            for outcome in boot_tests::run_all(&tests, &images, &log_dir, options.timeout)? {
                 let label = format!(
                     "boot test {} ({:.1} s)",
                     outcome.name,

@@ -237,10 +237,18 @@ pub struct Captured {
 }
 
 /// Runs `command` with stdout and stderr captured; kills it if it is still running after
-/// `timeout`.
-pub fn run_captured(mut command: Command, timeout: Duration) -> Result<Captured> {
+/// `timeout` ([`Ending::TimedOut`]), and stops it ([`Ending::Stopped`]) `grace` after `stop`
+/// first returns true for the output so far (the grace period catches what follows, e.g. a
+/// fault right after the awaited line).
+pub fn run_until(
+    mut command: Command,
+    timeout: Duration,
+    stop: &dyn Fn(&str) -> bool,
+    grace: Duration,
+) -> Result<Captured> {
     let started = Instant::now();
-    let deadline = started + timeout;
+    let mut deadline = started + timeout;
+    let mut stopping = false;
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -275,14 +283,20 @@ pub fn run_captured(mut command: Command, timeout: Duration) -> Result<Captured>
     drop(sender);
 
     let mut output = Vec::new();
-    let mut timed_out = false;
+    let mut expired = false;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match receiver.recv_timeout(remaining) {
-            Ok(chunk) => output.extend_from_slice(&chunk),
+            Ok(chunk) => {
+                output.extend_from_slice(&chunk);
+                if !stopping && stop(&String::from_utf8_lossy(&output)) {
+                    stopping = true;
+                    deadline = deadline.min(Instant::now() + grace);
+                }
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                timed_out = true;
+                expired = true;
                 break;
             }
         }
@@ -290,19 +304,19 @@ pub fn run_captured(mut command: Command, timeout: Duration) -> Result<Captured>
 
     // Both pipes closed means QEMU is exiting; still bound the wait by the deadline.
     let status = loop {
-        if timed_out {
+        if expired {
             break None;
         }
         match child.try_wait().context("waiting for QEMU")? {
             Some(status) => break Some(status),
             None if Instant::now() >= deadline => {
-                timed_out = true;
+                expired = true;
                 break None;
             }
             None => thread::sleep(Duration::from_millis(20)),
         }
     };
-    if timed_out {
+    if expired {
         // Ignore errors: QEMU may have exited on its own just now.
         let _ = child.kill();
         let _ = child.wait();
@@ -312,9 +326,14 @@ pub fn run_captured(mut command: Command, timeout: Duration) -> Result<Captured>
     }
     output.extend(receiver.try_iter().flatten());
 
+    let ending = match status {
+        Some(status) => ending(status),
+        None if stopping => Ending::Stopped,
+        None => Ending::TimedOut,
+    };
     Ok(Captured {
         log: String::from_utf8_lossy(&output).into_owned(),
-        ending: status.map_or(Ending::TimedOut, ending),
+        ending,
         elapsed: started.elapsed(),
     })
 }
@@ -322,6 +341,11 @@ pub fn run_captured(mut command: Command, timeout: Duration) -> Result<Captured>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Captured, never stopped early.
+    fn run_captured(command: Command, timeout: Duration) -> Result<Captured> {
+        run_until(command, timeout, &|_| false, Duration::ZERO)
+    }
 
     fn full(el2: bool, gdb: bool, kernel_args: &[&str]) -> Setup {
         Setup::Full {
@@ -437,6 +461,37 @@ mod tests {
             "{:?}",
             captured.elapsed
         );
+    }
+
+    #[test]
+    fn stops_a_grace_period_after_the_awaited_output() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo ready; sleep 0.3; echo after; exec sleep 30"]);
+        let captured = run_until(
+            command,
+            Duration::from_secs(20),
+            &|log| log.contains("ready\n"),
+            Duration::from_secs(2),
+        )
+        .expect("runs");
+        assert_eq!(captured.ending, Ending::Stopped);
+        assert!(captured.log.contains("after"), "{:?}", captured.log);
+        assert!(
+            captured.elapsed < Duration::from_secs(10),
+            "{:?}",
+            captured.elapsed
+        );
+        // A program that exits during the grace period keeps its status.
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo ready; exit 4"]);
+        let captured = run_until(
+            command,
+            Duration::from_secs(20),
+            &|log| log.contains("ready"),
+            Duration::from_secs(5),
+        )
+        .expect("runs");
+        assert_eq!(captured.ending, Ending::Exited(4));
     }
 
     #[test]

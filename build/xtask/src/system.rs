@@ -19,6 +19,10 @@ pub const TASK_TARGET: &str = "aarch64-unknown-none";
 /// The manifest, relative to the workspace root (also how messages name it).
 pub const MANIFEST_PATH: &str = "build/system.toml";
 
+/// The kernel test system `cargo xtask test` and `cargo xtask bench` boot, relative to the
+/// workspace root.
+pub const KTEST_MANIFEST_PATH: &str = "build/system-ktest.toml";
+
 /// One system to build: its manifest and where its archive and Image go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemPaths {

@@ -19,6 +19,8 @@
 
 #[cfg(target_os = "none")]
 mod task {
+    extern crate alloc;
+
     use core::fmt::Write;
 
     use moat_abi::{CapSlot, CapabilityKind, Error, Message, Rights, TaskId, TaskState, Timeout};
@@ -122,7 +124,8 @@ mod task {
             log::info!("first run: faulting on purpose");
             // SAFETY: not safe, on purpose: nothing is mapped at 0x8, so this load faults and the
             // kernel stops this task and reports it to the supervisor.
-            let value = unsafe { core::ptr::read_volatile(0x8 as *const u64) };
+            let value =
+                unsafe { core::ptr::read_volatile(core::ptr::without_provenance::<u64>(0x8)) };
             return Ok(value);
         }
         log::info!("restarted as generation {}", id.generation());
@@ -254,7 +257,7 @@ mod task {
         ];
         for _ in 0..CALLS {
             // Mostly real syscall numbers, sometimes anything at all.
-            let number = if rng.next() % 8 == 0 {
+            let number = if rng.next().is_multiple_of(8) {
                 rng.next()
             } else {
                 rng.next() % 30
@@ -303,7 +306,7 @@ mod task {
     }
 
     impl Report {
-        fn check(&mut self, name: &str, result: Result<(), heapless::String<160>>) {
+        fn check(&mut self, name: &str, result: Result<(), alloc::string::String>) {
             match result {
                 Ok(()) => {
                     self.passed += 1;
@@ -317,10 +320,10 @@ mod task {
         }
     }
 
-    type Outcome = Result<(), heapless::String<160>>;
+    type Outcome = Result<(), alloc::string::String>;
 
     fn fail(args: core::fmt::Arguments<'_>) -> Outcome {
-        let mut s = heapless::String::new();
+        let mut s = alloc::string::String::new();
         let _ = s.write_fmt(args);
         Err(s)
     }
@@ -407,7 +410,7 @@ mod task {
 
     fn memory_transfer(kernel: &Kernel, echo: CapSlot) -> Outcome {
         let mapping = memory::allocate(kernel, 1, Rights::READ | Rights::WRITE).map_err(|e| {
-            let mut s = heapless::String::new();
+            let mut s = alloc::string::String::new();
             let _ = write!(s, "allocate: {e:?}");
             s
         })?;
@@ -465,7 +468,7 @@ mod task {
         )?;
         let memory = kernel
             .mem_alloc(1, 0)
-            .map_err(|_| heapless::String::try_from("mem_alloc").unwrap_or_default())?;
+            .map_err(|_| alloc::string::String::from("mem_alloc"))?;
         // SAFETY: Share is refused before anything changes; the page is not in use.
         let shared = unsafe { kernel.share(tasks, memory) };
         expect_error(
@@ -636,8 +639,8 @@ mod task {
         value
     }
 
-    fn to_string(args: core::fmt::Arguments<'_>) -> heapless::String<160> {
-        let mut s = heapless::String::new();
+    fn to_string(args: core::fmt::Arguments<'_>) -> alloc::string::String {
+        let mut s = alloc::string::String::new();
         let _ = s.write_fmt(args);
         s
     }

@@ -903,7 +903,7 @@ impl Kernel {
     fn mem_map(&mut self, index: usize, args: [u64; 6]) -> Result<[u64; 3], Error> {
         let [slot, va, rights, first_page, count, _] = args;
         let (cap, id, first, pages) = self.memory_cap(index, slot)?;
-        let rights = Rights::from_bits(rights as u32).ok_or(Error::InvalidArgument)?;
+        let rights = rights_of(rights)?;
         if !cap
             .rights
             .contains(rights.intersection(Rights::READ | Rights::WRITE))
@@ -979,7 +979,7 @@ impl Kernel {
     fn mem_slice(&mut self, index: usize, args: [u64; 6]) -> Result<[u64; 3], Error> {
         let [slot, first_page, count, rights, ..] = args;
         let (cap, id, first, pages) = self.memory_cap(index, slot)?;
-        let rights = Rights::from_bits(rights as u32).ok_or(Error::InvalidArgument)?;
+        let rights = rights_of(rights)?;
         if !cap.rights.contains(rights) {
             return Err(Error::MissingRight);
         }
@@ -1101,7 +1101,7 @@ impl Kernel {
         rights: u64,
     ) -> Result<[u64; 3], Error> {
         let task = self.task(index).ok_or(Error::Dead)?;
-        let rights = Rights::from_bits(rights as u32).ok_or(Error::InvalidArgument)?;
+        let rights = rights_of(rights)?;
         let cap = task
             .caps
             .lookup(slot_of(slot)?, CapabilityKind::Mmio, rights)?;
@@ -1405,7 +1405,7 @@ impl Kernel {
             }),
             Syscall::CapDerive => {
                 let task = self.task_mut(index)?;
-                let rights = Rights::from_bits(a[1] as u32).ok_or(Error::InvalidArgument);
+                let rights = rights_of(a[1]);
                 match rights.and_then(|r| slot_of(a[0]).and_then(|s| task.caps.derive(s, r, a[2])))
                 {
                     Ok(slot) => {
@@ -1572,6 +1572,14 @@ fn make_private(range: moat_kernel_core::range::PhysRange) -> bool {
         page += FRAME_SIZE;
     }
     true
+}
+
+/// A rights argument: every bit must be a known right.
+fn rights_of(raw: u64) -> Result<Rights, Error> {
+    u32::try_from(raw)
+        .ok()
+        .and_then(Rights::from_bits)
+        .ok_or(Error::InvalidArgument)
 }
 
 fn slot_of(raw: u64) -> Result<CapSlot, Error> {

@@ -141,8 +141,10 @@ pub struct AddressSpace {
 }
 
 /// Worst-case new table pages for mapping `pages` pages at level 3 in a 3-level tree.
+/// (One more level-3 table than the pages fill when the range is not 2 MiB aligned, and two
+/// level-2 tables when it crosses a 1 GiB boundary.)
 fn tables_needed(pages: usize) -> usize {
-    pages.div_ceil(512) + 2
+    pages.div_ceil(512) + 3
 }
 
 impl AddressSpace {
@@ -195,7 +197,7 @@ impl AddressSpace {
             return Err(Error::AlreadyMapped);
         }
         // The stash holds at most STASH frames; map in chunks that cannot need more.
-        let chunk_pages = 512 * (STASH - 2);
+        let chunk_pages = 512 * (STASH - 3);
         let mut done = 0;
         while done < pages {
             let count = (pages - done).min(chunk_pages);

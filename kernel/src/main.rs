@@ -13,6 +13,7 @@ extern crate alloc;
 
 mod console;
 mod devices;
+mod entropy;
 mod irq;
 mod memory;
 mod mmu;
@@ -188,6 +189,17 @@ extern "C" fn kmain(dtb_pa: u64, entry_el: u64, phys_base: u64) -> ! {
         report.heap
     );
     heap_self_check();
+    let rndr = entropy::init(platform.rng_seed);
+    kprintln!(
+        "  entropy: {}DTB rng-seed ({} bytes) and timer jitter{}",
+        if rndr { "RNDR, " } else { "" },
+        platform.rng_seed.len(),
+        if rndr {
+            ""
+        } else {
+            " (no RNDR: in a Realm all of these are host-controlled)"
+        }
+    );
 
     kprintln!("devices:");
     if let Some(uart) = platform.uart {

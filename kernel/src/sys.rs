@@ -287,6 +287,13 @@ impl Kernel {
         let mut info = TaskInfo::new(id, &spec.name).map_err(crate::task::LoadError::Memory)?;
         info.set_config(&spec.config)
             .map_err(crate::task::LoadError::Memory)?;
+        let (entropy, from_rndr) = crate::entropy::for_task(id.index(), id.generation());
+        info.entropy = entropy;
+        info.entropy_source = if from_rndr {
+            moat_abi::ENTROPY_RNDR
+        } else {
+            moat_abi::ENTROPY_HOST_CONTROLLED
+        };
         // Capabilities in manifest order; slots are what the table hands out.
         let mut caps: Vec<(String, Capability<Object>)> = Vec::new();
         for named in &spec.caps {

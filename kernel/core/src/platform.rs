@@ -157,6 +157,9 @@ pub struct Platform<'a> {
     pub virtio: Vec<VirtioSlot, MAX_VIRTIO_SLOTS>,
     /// Every other node with a `compatible` and a `reg` (in tree order), for manifest names.
     pub devices: Vec<GenericDevice<'a>, MAX_GENERIC_DEVICES>,
+    /// `/chosen/rng-seed`: bytes the boot loader offers as entropy (host-controlled in a
+    /// Realm), empty if absent.
+    pub rng_seed: &'a [u8],
     /// Size of the blob as its header states.
     pub dtb_size: usize,
 }
@@ -190,6 +193,11 @@ impl<'a> Platform<'a> {
                 .and_then(|n| n.property("stdout-path"))
                 .and_then(|p| p.as_str())
                 .map(|s| s.trim_end_matches('\0'));
+            platform.rng_seed = fdt
+                .find_node("/chosen")
+                .and_then(|n| n.property("rng-seed"))
+                .map(|p| p.value)
+                .unwrap_or(&[]);
         }
         let stdout_node_name = fdt
             .chosen()
@@ -609,6 +617,7 @@ mod tests {
         assert_eq!(p.virtio[31].regs.start, 0x0a00_3e00);
         assert_eq!(p.virtio[31].interrupt.intid, 79);
         assert_eq!(p.dtb_size, VIRT_EL1.len());
+        assert_eq!(p.rng_seed.len(), 32);
         let rtc = p
             .devices
             .iter()

@@ -99,10 +99,25 @@ pub struct TaskInfo {
     /// Task-specific configuration that `cargo xtask` compiled from the manifest (for the DMA
     /// server: its clients' quotas), postcard-encoded by convention.
     pub config: [u8; MAX_TASK_CONFIG],
+    /// Where `entropy` came from: [`ENTROPY_RNDR`] (the CPU's random number instruction mixed
+    /// in) or [`ENTROPY_HOST_CONTROLLED`] (boot loader seed and timer jitter only — in a Realm
+    /// the host controls both, so such entropy is not secret from the host).
+    pub entropy_source: u32,
+    /// Reserved, zero.
+    pub reserved2: u32,
+    /// 32 bytes of per-instance entropy from the kernel's pool, for seeding a task's generator
+    /// (TCP sequence numbers, ports, DHCP transaction ids).
+    pub entropy: [u8; 32],
 }
 
+/// [`TaskInfo::entropy_source`]: the CPU's RNDR instruction contributed.
+pub const ENTROPY_RNDR: u32 = 1;
+/// [`TaskInfo::entropy_source`]: only host-controllable sources (DTB seed, timer jitter).
+pub const ENTROPY_HOST_CONTROLLED: u32 = 2;
+
 const _: () = assert!(size_of::<CapEntry>() == 32);
-const _: () = assert!(size_of::<TaskInfo>() == 48 + 32 * MAX_INITIAL_CAPS + 8 + MAX_TASK_CONFIG);
+const _: () =
+    assert!(size_of::<TaskInfo>() == 48 + 32 * MAX_INITIAL_CAPS + 8 + MAX_TASK_CONFIG + 40);
 const _: () = assert!(size_of::<TaskInfo>() <= crate::PAGE_SIZE);
 
 impl TaskInfo {

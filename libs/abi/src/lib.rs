@@ -58,8 +58,9 @@ mod time;
 pub use caps::{CapSlot, CapabilityKind, Rights};
 pub use error::{Error, ErrorClass, UnknownValue, status_from_raw, status_to_raw};
 pub use info::{
-    CAP_NAME_LEN, CapEntry, FaultReason, FaultReport, LABEL_FAULT_REPORT, MAX_INITIAL_CAPS,
-    MAX_TASK_CONFIG, TASK_INFO_MAGIC, TASK_INFO_VERSION, TASK_NAME_LEN, TaskInfo,
+    CAP_NAME_LEN, CapEntry, ENTROPY_HOST_CONTROLLED, ENTROPY_RNDR, FaultReason, FaultReport,
+    LABEL_FAULT_REPORT, MAX_INITIAL_CAPS, MAX_TASK_CONFIG, TASK_INFO_MAGIC, TASK_INFO_VERSION,
+    TASK_NAME_LEN, TaskInfo,
 };
 pub use layout::{
     LOWEST_USER_VA, MAP_BASE, MAP_LIMIT, STACK_TOP, TASK_INFO_VA, USER_IMAGE_BASE, USER_VA_LIMIT,

@@ -514,7 +514,8 @@ impl Kernel {
         Ok([0; 3])
     }
 
-    /// Gives a pending message to a server blocked in Recv and wakes it.
+    /// Gives a pending message to a server blocked in Recv and wakes it (with the message, or
+    /// with the error if it could not be written).
     fn deliver(&mut self, server_index: usize, pending: Pending) -> Result<(), Error> {
         let Some(RunState::Blocked {
             wait: Wait::Receive { buffer, .. },
@@ -528,7 +529,9 @@ impl Kernel {
             server_index,
             result.map(|()| [RecvKind::Message as u64, 0, 0]),
         );
-        Ok(())
+        // A failed delivery is the sender's error too: a caller must not wait for a reply to
+        // a message the server never got.
+        result
     }
 
     /// Writes a message into a receiver's buffer, installing its reply and transferred caps.

@@ -13,6 +13,8 @@ fn main() {
     println!("cargo:rerun-if-changed={}", script.display());
     println!("cargo:rerun-if-changed=src/boot.S");
     println!("cargo:rerun-if-changed=src/vectors.S");
+    println!("cargo:rerun-if-changed=src/switch.S");
+    println!("cargo:rerun-if-changed=src/mem.S");
     println!("cargo:rustc-link-arg-bins=-T{}", script.display());
 
     let out =

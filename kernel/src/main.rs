@@ -35,6 +35,7 @@ use crate::devices::SlotProbe;
 core::arch::global_asm!(include_str!("boot.S"));
 core::arch::global_asm!(include_str!("vectors.S"));
 core::arch::global_asm!(include_str!("switch.S"));
+core::arch::global_asm!(include_str!("mem.S"));
 
 /// The system archive xtask packed in (empty when built without xtask).
 static SYSTEM_ARCHIVE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/system.bin"));

@@ -1,0 +1,129 @@
+//! The netdemo task: brings up the network stack on the virtio-net driver (DHCP, falling back
+//! to 10.0.2.15/24 via 10.0.2.2) and serves TCP echo on port 7 and a status page over HTTP on
+//! port 80. Capabilities (manifest): `call:net`.
+//!
+//! If the driver dies (it is restarted by the supervisor), calls fail with `Dead`; the task
+//! attaches its frame region again and carries on (open connections time out or recover).
+//!
+//! On the host this binary only prints a note: it is a task for `aarch64-unknown-none`.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(target_os = "none")]
+mod task {
+    extern crate alloc;
+
+    use alloc::format;
+    use alloc::string::String;
+
+    use moat_abi::{CapabilityKind, Rights, Timeout};
+    use moat_net::link::NetApiLink;
+    use moat_net::stack::Addressing;
+    use moat_net::{Entropy, Stack, StackConfig};
+    use moat_net_api::{Counters, MappedRegion, NetClient, REGION_PAGES};
+    use moat_userlib::{Kernel, Syscalls, caps, memory};
+    use netdemo::{ECHO_PORT, HTTP_PORT, Services, status_page};
+
+    moat_userlib::entry!(main, heap_pages = 512);
+
+    /// Milliseconds between counter refreshes for the status page.
+    const COUNTERS_EVERY_MS: u64 = 1_000;
+    /// Longest sleep between polls.
+    const MAX_SLEEP_MS: u64 = 10;
+
+    /// The virtual counter (CNTVCT_EL0), readable at EL0 under Moat.
+    fn counter() -> u64 {
+        let value: u64;
+        // SAFETY: reads a system register the kernel makes readable at EL0; no memory access.
+        unsafe { core::arch::asm!("mrs {}, cntvct_el0", out(reg) value, options(nomem, nostack)) };
+        value
+    }
+
+    fn now_ms() -> u64 {
+        Kernel.time() / 1_000_000
+    }
+
+    fn main() -> Result<(), &'static str> {
+        let endpoint =
+            caps::expect("call:net", CapabilityKind::Endpoint).map_err(|_| "call:net")?;
+        let client =
+            NetClient::new(Kernel, endpoint).with_timeout(Timeout::from_milliseconds(2_000));
+        let mapping = memory::allocate(&Kernel, REGION_PAGES, Rights::READ | Rights::WRITE)
+            .map_err(|_| "frame region")?;
+        // SAFETY: freshly mapped, never unmapped; reached only by raw copies (the driver writes it).
+        let region =
+            unsafe { MappedRegion::new(mapping.as_ptr(), mapping.len()) }.ok_or("region")?;
+        let link_info = client.attach(mapping.capability).map_err(|_| "attach")?;
+        log::info!("link {} mtu {}", link_info.mac, link_info.mtu);
+
+        // Seed: counter jitter across yields and the MAC. All host-observable in a Realm (see
+        // moat_net::entropy); the kernel does not pass RNDR or /chosen/rng-seed on yet.
+        let mut entropy = Entropy::new();
+        entropy.add(b"mac", &link_info.mac.0);
+        entropy.add(b"time", &Kernel.time().to_le_bytes());
+        let moving = entropy.add_jitter(64, counter, || Kernel.yield_now());
+        if moving < 8 {
+            log::warn!("entropy: the counter barely moves ({moving}/64 samples differ)");
+        }
+
+        let start = now_ms();
+        let mut stack = Stack::new(
+            NetApiLink::new(client, region),
+            StackConfig {
+                mac: link_info.mac.0,
+                mtu: link_info.mtu,
+                seed: entropy.next_u64(),
+                addressing: Addressing::qemu_user(),
+            },
+            start,
+        );
+        let mut services = Services::new(&mut stack, 4, 2);
+        log::info!("echo on tcp port {ECHO_PORT}, http on tcp port {HTTP_PORT}");
+
+        let mut counters: Option<Counters> = None;
+        let mut counters_at = 0;
+        let mut link_errors = 0;
+        let mut announced = None;
+        loop {
+            let now = now_ms();
+            let mut busy = stack.poll(now);
+            if stack.address() != announced {
+                announced = stack.address();
+                if let Some(address) = announced {
+                    log::info!("address {address} ({})", stack.address_source());
+                }
+            }
+            if now.saturating_sub(counters_at) >= COUNTERS_EVERY_MS {
+                counters = stack.link_ref().client().counters().ok();
+                counters_at = now;
+            }
+            let address = stack
+                .address()
+                .map_or_else(|| String::from("none"), |address| format!("{address}"));
+            let uptime = now.saturating_sub(start);
+            busy |= services.serve(&mut stack, |stats, out| {
+                status_page(out, uptime, &address, counters.as_ref(), stats)
+            });
+            if stack.link_errors() != link_errors {
+                link_errors = stack.link_errors();
+                // The driver may have been restarted: attach the region again.
+                match stack.link_ref().client().attach(mapping.capability) {
+                    Ok(_) => log::warn!("driver restarted: frame region attached again"),
+                    Err(error) => log::warn!("driver unavailable: {error}"),
+                }
+            }
+            if !busy {
+                let delay = stack
+                    .poll_delay_ms(now)
+                    .unwrap_or(MAX_SLEEP_MS)
+                    .clamp(1, MAX_SLEEP_MS);
+                let _ = Kernel.notify_wait(0, Timeout::from_milliseconds(delay));
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    println!("netdemo is a Moat task: build it for aarch64-unknown-none with `cargo xtask`");
+}

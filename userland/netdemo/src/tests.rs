@@ -1,0 +1,196 @@
+//! The services against a client stack over an in-memory cable.
+
+use std::string::String;
+use std::vec::Vec;
+
+use moat_net::link::MemoryLink;
+use moat_net::smoltcp::iface::SocketHandle;
+use moat_net::smoltcp::socket::tcp;
+use moat_net::smoltcp::wire::{IpAddress, Ipv4Address, Ipv4Cidr};
+use moat_net::{Addressing, Stack, StackConfig};
+
+use super::*;
+
+const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
+const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+
+fn stack(link: MemoryLink, mac: u8, address: Ipv4Address, seed: u64) -> Stack<MemoryLink> {
+    Stack::new(
+        link,
+        StackConfig {
+            mac: [0x02, 0, 0, 0, 0, mac],
+            mtu: 1500,
+            seed,
+            addressing: Addressing::Static(Ipv4Cidr::new(address, 24), None),
+        },
+        0,
+    )
+}
+
+struct World {
+    server: Stack<MemoryLink>,
+    client: Stack<MemoryLink>,
+    services: Services,
+    now: u64,
+}
+
+impl World {
+    fn new() -> World {
+        let (a, b) = MemoryLink::pair();
+        let mut server = stack(a, 1, SERVER, 1);
+        let client = stack(b, 2, CLIENT, 2);
+        let services = Services::new(&mut server, 2, 2);
+        World {
+            server,
+            client,
+            services,
+            now: 0,
+        }
+    }
+
+    fn step(&mut self) {
+        self.now += 1;
+        self.server.poll(self.now);
+        self.services.serve(&mut self.server, |stats, out| {
+            status_page(out, 1234, "10.0.2.15/24", None, stats)
+        });
+        self.client.poll(self.now);
+    }
+
+    fn connect(&mut self, port: u16, local: u16, buffer: usize) -> SocketHandle {
+        let socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; buffer]),
+            tcp::SocketBuffer::new(vec![0; buffer]),
+        );
+        let handle = self.client.sockets().add(socket);
+        // Let the server's listeners open first.
+        self.step();
+        let (sockets, context) = self.client.sockets_and_context();
+        sockets
+            .get_mut::<tcp::Socket<'_>>(handle)
+            .connect(context, (IpAddress::Ipv4(SERVER), port), local)
+            .expect("connect");
+        handle
+    }
+}
+
+#[test]
+fn echo_returns_every_byte_over_parallel_connections() {
+    let mut world = World::new();
+    let handles: Vec<_> = (0..2)
+        .map(|i| world.connect(ECHO_PORT, 40000 + i, 8192))
+        .collect();
+    let total = 200_000usize;
+    let data: Vec<Vec<u8>> = (0..2)
+        .map(|i| (0..total).map(|n| (n * 7 + i * 13) as u8).collect())
+        .collect();
+    let mut sent = [0usize; 2];
+    let mut received: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..200_000 {
+        world.step();
+        for (i, handle) in handles.iter().enumerate() {
+            let socket = world.client.sockets().get_mut::<tcp::Socket<'_>>(*handle);
+            if socket.can_send() && sent[i] < total {
+                sent[i] += socket.send_slice(&data[i][sent[i]..]).expect("send");
+            }
+            while socket.can_recv() {
+                let mut chunk = [0u8; 4096];
+                let n = socket.recv_slice(&mut chunk).expect("recv");
+                if n == 0 {
+                    break;
+                }
+                received[i].extend_from_slice(&chunk[..n]);
+            }
+        }
+        if received.iter().all(|r| r.len() == total) {
+            break;
+        }
+    }
+    for i in 0..2 {
+        assert_eq!(received[i].len(), total, "connection {i}");
+        assert!(received[i] == data[i], "connection {i} corrupted");
+    }
+    let stats = world.services.stats();
+    assert_eq!(stats.echo_connections, 2);
+    assert_eq!(stats.echo_bytes, 2 * total as u64);
+}
+
+fn fetch(world: &mut World, request: &[u8], local: u16) -> String {
+    let handle = world.connect(HTTP_PORT, local, 8192);
+    let mut sent = false;
+    let mut response = Vec::new();
+    for _ in 0..10_000 {
+        world.step();
+        let socket = world.client.sockets().get_mut::<tcp::Socket<'_>>(handle);
+        if !sent && socket.can_send() {
+            socket.send_slice(request).expect("send");
+            sent = true;
+        }
+        while socket.can_recv() {
+            let mut chunk = [0u8; 4096];
+            let n = socket.recv_slice(&mut chunk).expect("recv");
+            response.extend_from_slice(&chunk[..n]);
+        }
+        if sent && !socket.may_recv() && !response.is_empty() {
+            socket.close();
+            break;
+        }
+    }
+    for _ in 0..10 {
+        world.step();
+    }
+    String::from_utf8(response).expect("utf-8")
+}
+
+#[test]
+fn http_serves_the_status_page() {
+    let mut world = World::new();
+    let page = fetch(&mut world, b"GET / HTTP/1.0\r\nHost: moat\r\n\r\n", 41000);
+    assert!(page.starts_with("HTTP/1.0 200 OK\r\n"), "{page}");
+    assert!(page.contains("uptime: 1.234 s"), "{page}");
+    assert!(page.contains("address: 10.0.2.15/24"), "{page}");
+    let body = page.split("\r\n\r\n").nth(1).expect("body");
+    let length: usize = page
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("length")
+        .parse()
+        .expect("number");
+    assert_eq!(body.len(), length);
+    // The listener re-opens: a second request works, and other paths and methods are refused.
+    let missing = fetch(&mut world, b"GET /nope HTTP/1.0\r\n\r\n", 41001);
+    assert!(missing.starts_with("HTTP/1.0 404"), "{missing}");
+    let post = fetch(&mut world, b"POST / HTTP/1.0\r\n\r\n", 41002);
+    assert!(post.starts_with("HTTP/1.0 405"), "{post}");
+    assert_eq!(world.services.stats().http_requests, 3);
+}
+
+#[test]
+fn oversized_requests_are_refused() {
+    let stats = ServiceStats::default();
+    let page = |_: &ServiceStats, _: &mut String| {};
+    let response = respond(&[b'a'; 3000], false, &stats, &page);
+    assert!(response.starts_with("HTTP/1.0 431"));
+    let response = respond(b"", true, &stats, &page);
+    assert!(response.starts_with("HTTP/1.0 405"));
+}
+
+#[test]
+fn status_page_lists_counters() {
+    let mut out = String::new();
+    let counters = Counters {
+        rx_frames: 5,
+        tx_bytes: 77,
+        ..Counters::default()
+    };
+    status_page(
+        &mut out,
+        61_005,
+        "10.0.2.15/24",
+        Some(&counters),
+        &ServiceStats::default(),
+    );
+    assert!(out.contains("uptime: 61.005 s"));
+    assert!(out.contains("net rx: 5 frames"));
+    assert!(out.contains("net tx: 0 frames, 77 bytes"));
+}

@@ -39,16 +39,26 @@ pub struct BuildOptions {
 /// Options of `cargo xtask run`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RunOptions {
-    /// `--no-realm`: the plain guest. Realm mode does not exist yet, so this is also the default.
+    /// `--no-realm`: the plain guest instead of a Realm under realm-sim.
     pub no_realm: bool,
-    /// `--el2`: enter the kernel at EL2 (`-M virt,virtualization=on`).
+    /// `--el2`: the plain guest entered at EL2 (`-M virt,virtualization=on`).
     pub el2: bool,
+    /// `--stress-host`: realm-sim's stress mode (one granule per IPA_STATE_SET).
+    pub stress_host: bool,
     /// `--gdb`: start QEMU halted with a gdb stub on TCP port 1234.
     pub gdb: bool,
     /// `--manifest PATH`: boot this system instead of build/system.toml.
     pub manifest: Option<PathBuf>,
     /// Everything after `--`: appended to the kernel command line.
     pub kernel_args: Vec<String>,
+}
+
+impl RunOptions {
+    /// Whether this run is a Realm under realm-sim (the default; `--no-realm` and `--el2` are
+    /// plain guests).
+    pub fn realm(&self) -> bool {
+        !self.no_realm && !self.el2
+    }
 }
 
 /// Options of `cargo xtask test`.
@@ -127,22 +137,38 @@ Options:
 pub const RUN_HELP: &str = "\
 cargo xtask run: build, then boot Moat under QEMU.
 
-Usage: cargo xtask run [--no-realm] [--el2] [--gdb] [--manifest PATH] [-- KERNEL_ARGS...]
+Usage: cargo xtask run [--no-realm | --el2] [--stress-host] [--gdb] [--manifest PATH]
+                       [-- KERNEL_ARGS...]
 
-Boots qemu-system-aarch64 -M virt,gic-version=3 -cpu cortex-a72 -m 512M with one
-virtio-blk disk (<target-dir>/moat/disk.img, created when missing) and one virtio-net
-device, both modern virtio-mmio, semihosting enabled and the console on stdio.
+By default Moat boots as an Arm CCA Realm under realm-sim, the project's RMM stand-in
+(build/realm-sim, built first):
+  qemu-system-aarch64 -M virt,gic-version=3,virtualization=on,memory-backend=ram
+    -object memory-backend-file,id=ram,size=1088M,mem-path=<target-dir>/moat/realm-ram.bin,share=on
+    -cpu cortex-a72 -m 1088M -kernel <realm-sim ELF>
+    -device loader,file=<Image>,addr=0x82000000,force-raw=on
+and the kernel command line starts `semihosting dma-address=canonical`. realm-sim runs at
+EL2 and enters the kernel at EL1 as a Realm with 512 MiB of RAM. Guest RAM is a file, made
+fresh for every run and left behind for inspection: offsets [0, 512 MiB) are host memory
+(what the host and the devices see), [512 MiB, 1 GiB) the Realm's private memory.
+With --no-realm (or --el2) it boots the plain guest:
+  qemu-system-aarch64 -M virt,gic-version=3 -cpu cortex-a72 -m 512M -kernel <Image>
+Either way: one virtio-blk disk (<target-dir>/moat/disk.img, created when missing) and one
+virtio-net device (QEMU user networking), both modern virtio-mmio, semihosting enabled and
+the console on stdio. xtask prints the paths (and the gdb port) before QEMU starts.
 Exits with the guest's status: the kernel's semihosting exit status, or 0 after a PSCI
-SYSTEM_OFF. Quit QEMU by hand with Ctrl-A X: the default system's supervisor keeps serving
-after `hello` exits, so it does not power off by itself.
+SYSTEM_OFF. Quit QEMU by hand with Ctrl-A X if the system keeps serving.
 
 Options:
-  --no-realm   The plain guest (Realm mode is not implemented yet, so this is the default)
-  --el2        Enter the kernel at EL2 (-M virt,virtualization=on); it drops to EL1
-  --gdb        Start halted with a gdb stub on localhost:1234 (QEMU -s -S)
+  --no-realm     The plain guest, entered at EL1
+  --el2          The plain guest entered at EL2 (-M virt,virtualization=on); it drops to EL1
+  --stress-host  Realm mode with realm-sim's stress mode (`realm-sim.stress-host`:
+                 IPA_STATE_SET makes one granule of progress per call)
+  --gdb          Start halted with a gdb stub on localhost:1234 (QEMU -s -S)
   --manifest PATH
-               Boot the system described by PATH instead of build/system.toml
-  -- ARGS...   Append ARGS to the kernel command line, e.g. `-- fault=data-abort`
+                 Boot the system described by PATH instead of build/system.toml
+  -- ARGS...     Append ARGS to the kernel command line, e.g. `-- loglevel=debug`. (Test
+                 hooks such as `fault=data-abort` are refused in a Realm unless the kernel is
+                 built with the `test-hooks` feature; they work with --no-realm.)
 ";
 
 /// Help of `cargo xtask test`.
@@ -152,9 +178,23 @@ cargo xtask test: everything CI runs after fmt and clippy.
 Usage: cargo xtask test [--timeout SECONDS] [--boot-only]
 
 1. `cargo test` at the workspace root (the host crates, the default members).
-2. Builds the default system (build/system.toml, as `build` does) and the kernel test system
-   (build/system-ktest.toml), then runs the QEMU boot tests, two at a time, each with a
-   timeout after which QEMU is killed:
+2. Builds the default system (build/system.toml, as `build` does), the same with a
+   `test-hooks` kernel, the kernel test system (build/system-ktest.toml) and realm-sim, then
+   runs the QEMU boot tests, two at a time, each with a timeout after which QEMU is killed:
+     realm-ktest
+                the kernel test system as a Realm under realm-sim (as `cargo xtask run`):
+                realm-sim's layout and RIM lines, `realm: Arm CCA Realm, RSI 1.0`, `realm: IPA
+                width 39, shared bit 0x4000000000, hash Sha256, device addresses canonical`,
+                the initial measurement (must equal realm-sim's RIM), the command line and
+                later the manifest measured into REM0, the RIPAS RAM pass, then as ktest-el1;
+                no `realm-sim: error` or `realm-sim: refused` line. Then the confidentiality
+                scan of its guest RAM file (<target-dir>/moat/test-logs/<test>.ram, removed
+                when the test passes): ktest-canary's page pattern must be in private memory
+                (offsets [512 MiB, 1 GiB); so the scan can fail) and never in host memory
+                ([0, 512 MiB)), and must not be in the Image itself
+     realm-ktest-stress
+                the same with `realm-sim.stress-host` (the RIPAS RAM pass must take one RSI
+                call per 4 KiB granule)
      ktest-el1  the kernel test system entered at EL1: `tasks: N started` (N from its
                 manifest), `moat: ready`, `ktest: all N passed` counting every
                 `ktest: PASS` line, no `ktest: FAIL`, exit status 0 (the ktest task powers
@@ -171,7 +211,16 @@ Usage: cargo xtask test [--timeout SECONDS] [--boot-only]
                 non-zero exit status, before the self-check ends
      bare       booted exactly as a Linux kernel would be (only -kernel): banner, self-check,
                 then as el1
-   No test may print KERNEL FAULT or KERNEL PANIC unless it expects them. A test passes when
+     realm-hook-refused
+                the default system as a Realm with `fault=data-abort`: the kernel refuses the
+                hook (`test hook: fault=... refused`) and boots on: self-check passed, the
+                manifest measured, `tasks: N started` (then xtask stops QEMU)
+     realm-hook-test-build
+                the same with a kernel built with cargo feature `test-hooks`
+                (<target-dir>/moat/system-test-hooks.Image, built with `-p moat-kernel` alone):
+                the hook fires and the kernel reports the data abort
+   No test may print KERNEL FAULT or KERNEL PANIC unless it expects them; no Realm test may
+   print `realm-sim: error` (realm-sim then powers off with status 0). A test passes when
    every expected console line appears in order, no forbidden line appears and the exit is as
    expected. A failing test prints its whole console log; every log is also written to
    <target-dir>/moat/test-logs/<test>.log.
@@ -204,6 +253,10 @@ object {\"name_with_unit\": number, ...} with the names the table shows:
                               tasks: the kernel test system's 10,000 timed round trips under
                               QEMU -icount shift=0 (1 instruction per ns: ticks x 1e9 / counter
                               Hz / round trips)
+  realm_boot_ms               wall-clock time from starting QEMU to `moat: ready` as a Realm
+                              under realm-sim (xtask's clock when the line arrives: the kernel
+                              prints no timestamps; QEMU TCG, so host load matters)
+  plain_boot_ms               the same for the plain guest at EL1
 A measurement that cannot run yet is shown as skipped; one that fails makes the exit status
 non-zero. Benchmarks are never run as timed assertions in tests.
 
@@ -266,6 +319,7 @@ fn parse_run(args: &[String]) -> Result<Command, UsageError> {
     while let Some(arg) = iter.next() {
         match arg.as_str() {
             "--no-realm" => options.no_realm = true,
+            "--stress-host" => options.stress_host = true,
             "--el2" => options.el2 = true,
             "--gdb" => options.gdb = true,
             "--manifest" => options.manifest = parse_manifest(iter.next())?,
@@ -280,6 +334,11 @@ fn parse_run(args: &[String]) -> Result<Command, UsageError> {
                 )));
             }
         }
+    }
+    if options.stress_host && !options.realm() {
+        return Err(UsageError(
+            "`--stress-host` is a realm-sim mode; it cannot go with `--no-realm` or `--el2`".into(),
+        ));
     }
     Ok(Command::Run(options))
 }
@@ -388,11 +447,34 @@ mod tests {
             Ok(Command::Run(RunOptions {
                 no_realm: true,
                 el2: true,
+                stress_host: false,
                 gdb: true,
                 manifest: Some("m.toml".into()),
                 kernel_args: vec![]
             }))
         );
+    }
+
+    #[test]
+    fn realm_mode_is_the_default_and_el2_is_a_plain_guest() {
+        let Ok(Command::Run(options)) = parse_str("run") else {
+            panic!("run parses");
+        };
+        assert!(options.realm());
+        let Ok(Command::Run(options)) = parse_str("run --stress-host --gdb") else {
+            panic!("run --stress-host parses");
+        };
+        assert!(options.realm() && options.stress_host && options.gdb);
+        for plain in ["run --no-realm", "run --el2"] {
+            let Ok(Command::Run(options)) = parse_str(plain) else {
+                panic!("{plain} parses");
+            };
+            assert!(!options.realm(), "{plain}");
+        }
+        let error = parse_str("run --no-realm --stress-host").unwrap_err();
+        assert!(error.0.contains("--stress-host"), "{error}");
+        assert!(parse_str("run --el2 --stress-host").is_err());
+        assert!(RUN_HELP.contains("--stress-host") && RUN_HELP.contains("realm-sim"));
     }
 
     #[test]
@@ -402,6 +484,7 @@ mod tests {
             Ok(Command::Run(RunOptions {
                 no_realm: true,
                 el2: false,
+                stress_host: false,
                 gdb: false,
                 manifest: None,
                 kernel_args: vec!["fault=data-abort".into(), "--el2".into(), "--".into()],

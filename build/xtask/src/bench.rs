@@ -61,6 +61,10 @@ pub const MEASUREMENTS: &[Measurement] = &[
         label: "IPC call + reply round trip (QEMU -icount shift=0)",
         run: ipc_call_reply,
     },
+    Measurement {
+        label: "boot to `moat: ready`, Realm under realm-sim and plain guest (QEMU, wall clock)",
+        run: boot_to_ready,
+    },
 ];
 
 /// The shared context of one `cargo xtask bench` run.
@@ -95,12 +99,30 @@ impl Bench {
         kernel_args: &[&str],
         until: Option<&str>,
     ) -> Result<Captured> {
+        self.boot_in(
+            qemu::Mode::Plain { el2: false },
+            image,
+            qemu_args,
+            kernel_args,
+            until,
+        )
+    }
+
+    /// [`Bench::boot`] as a plain guest or a Realm (`mode`).
+    pub fn boot_in(
+        &self,
+        mode: qemu::Mode,
+        image: &Path,
+        qemu_args: &[&str],
+        kernel_args: &[&str],
+        until: Option<&str>,
+    ) -> Result<Captured> {
         qemu::ensure_installed()?;
         let disk = self.workspace.output_dir().join("bench-disk.img");
         workspace::ensure_disk(&disk)?;
         let setup = Setup::Full {
             disk,
-            el2: false,
+            mode,
             gdb: false,
             kernel_args: kernel_args.iter().map(|s| s.to_string()).collect(),
         };
@@ -307,6 +329,45 @@ fn ipc_call_reply(bench: &mut Bench) -> Result<Outcome> {
         "ipc_call_reply_instructions".into(),
         round(measured.instructions_per_round_trip(), 1),
     )]))
+}
+
+/// Wall-clock time from starting QEMU to the kernel's `moat: ready` line, as a Realm under
+/// realm-sim (`realm_boot_ms`; it includes realm-sim copying and measuring the Image and the
+/// kernel's RIPAS RAM pass over all 512 MiB) and as the plain guest (`plain_boot_ms`). The
+/// kernel prints no timestamps, so this is xtask's clock at the moment the line arrives: QEMU
+/// start-up included, TCG speed, host load matters. The default system is booted, or the kernel
+/// test system while the default system has no task.
+fn boot_to_ready(bench: &mut Bench) -> Result<Outcome> {
+    let image = if bench.default_tasks > 0 {
+        bench.image.clone()
+    } else {
+        bench.ktest_image()?
+    };
+    let realm_sim = workspace::build_realm_sim(&bench.workspace)?;
+    let ram_file = bench.workspace.output_dir().join("bench-realm-ram.bin");
+    workspace::remove_if_present(&ram_file)?;
+    let realm = qemu::Mode::Realm(qemu::Realm {
+        realm_sim,
+        ram_file: ram_file.clone(),
+        stress_host: false,
+    });
+    let mut values = Vec::new();
+    for (name, mode) in [
+        ("realm_boot_ms", realm),
+        ("plain_boot_ms", qemu::Mode::Plain { el2: false }),
+    ] {
+        let captured = bench.boot_in(mode, &image, &[], &[], Some("moat: ready"))?;
+        let Some(ready) = captured.awaited_after else {
+            bail!(
+                "{name}: no `moat: ready` ({:?}); console:\n{}",
+                captured.ending,
+                captured.log
+            );
+        };
+        values.push((name.to_string(), round(ready.as_secs_f64() * 1000.0, 0)));
+    }
+    workspace::remove_if_present(&ram_file)?;
+    Ok(Outcome::Values(values))
 }
 
 /// What the kernel test system's IPC measurement printed.

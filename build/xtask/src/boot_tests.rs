@@ -18,7 +18,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::console::{self, Expectations, ExpectedExit, Step};
-use crate::qemu::{self, Setup};
+use crate::qemu::{self, Mode, Setup};
+use crate::realm;
 
 /// Boot tests run at the same time (the CI machine has two cores; each QEMU uses one).
 pub const PARALLEL: usize = 2;
@@ -34,6 +35,9 @@ pub enum System {
     Default,
     /// build/system-ktest.toml, the kernel tests.
     Ktest,
+    /// build/system.toml with a kernel built for tests (cargo feature `test-hooks`: test hooks
+    /// honoured in a Realm).
+    DefaultTestHooks,
 }
 
 /// How a boot test sets up QEMU.
@@ -47,6 +51,14 @@ pub enum Guest {
     },
     /// Booted as a Linux kernel would be: only `-kernel`.
     Bare,
+    /// A Realm under realm-sim (`cargo xtask run`), in its stress mode if `stress_host`, with
+    /// extra kernel arguments; `scan`: the confidentiality scan of the guest RAM file after
+    /// the run.
+    Realm {
+        stress_host: bool,
+        kernel_args: &'static [&'static str],
+        scan: bool,
+    },
 }
 
 /// One boot test.
@@ -69,6 +81,27 @@ pub struct Images {
     pub default: PathBuf,
     /// The kernel test system's Image, if it built.
     pub ktest: Option<PathBuf>,
+    /// The default system with a `test-hooks` kernel, if it built.
+    pub test_hooks: Option<PathBuf>,
+    /// realm-sim's ELF, if it built.
+    pub realm_sim: Option<PathBuf>,
+}
+
+impl Images {
+    /// The Image `system` boots, if it built.
+    pub fn image(&self, system: System) -> Option<&Path> {
+        match system {
+            System::Default => Some(self.default.as_path()),
+            System::Ktest => self.ktest.as_deref(),
+            System::DefaultTestHooks => self.test_hooks.as_deref(),
+        }
+    }
+
+    /// Whether everything `test` needs was built.
+    pub fn can_run(&self, test: &BootTest) -> bool {
+        self.image(test.system).is_some()
+            && (!matches!(test.guest, Guest::Realm { .. }) || self.realm_sim.is_some())
+    }
 }
 
 /// Lines no healthy boot prints.
@@ -204,6 +237,132 @@ fn fault_boot(name: &'static str, hook: &'static [&'static str], report: &[&[&st
     }
 }
 
+/// Lines no healthy Realm boot prints: realm-sim's own errors (it then powers off with status
+/// 0, PSCI having no failure exit) and accesses it refused (an injected external abort).
+const REALM_FAILURES: [&str; 2] = ["realm-sim: error", "realm-sim: refused"];
+
+/// realm-sim's placement and measurement lines, then the banner (a Realm is entered at EL1)
+/// and the kernel's Realm status up to its RIPAS RAM pass.
+fn realm_start() -> Vec<Step> {
+    vec![
+        Step::line("realm-sim: Realm RAM"),
+        Step::line("realm-sim: RIM sha256:"),
+        Step::line("Moat "),
+        Step::line("entered at EL1"),
+        Step::line("realm: Arm CCA Realm, RSI 1.0"),
+        Step::line(
+            "realm: IPA width 39, shared bit 0x4000000000, hash Sha256, device addresses canonical",
+        ),
+        Step::line("realm: initial measurement "),
+        Step::line("realm: command line measured into REM0"),
+        Step::new(&[&["realm: RIPAS RAM over all memory in ", " RSI calls"]]),
+    ]
+}
+
+/// The kernel test system as a Realm under realm-sim (in its stress mode if `stress_host`):
+/// the Realm status lines, every ktest check passed, exit status 0, the kernel's initial
+/// measurement equal to realm-sim's, and afterwards the confidentiality scan of the RAM file.
+fn realm_ktest_boot(name: &'static str, stress_host: bool, tasks: usize) -> BootTest {
+    let mut steps = realm_start();
+    steps.extend([
+        Step::line("memory map:"),
+        Step::line("devices:"),
+        Step::new(&[&["virtio-mmio", "block"], &["virtio-mmio", "network"]]),
+        Step::line("moat: boot self-check passed"),
+        Step::line("realm: manifest measured into REM0"),
+        Step::line(format!("tasks: {tasks} started")),
+        Step::new(&[&["moat: ready"], &["ktest: all ", " passed"]]),
+    ]);
+    let mut forbidden = KERNEL_FAILURES.to_vec();
+    forbidden.extend(REALM_FAILURES);
+    forbidden.push("ktest: FAIL");
+    let mut checks: Vec<console::LogCheck> =
+        vec![ktest_summary, realm::initial_measurement_matches];
+    if stress_host {
+        checks.push(realm::stress_mode_in_force);
+    }
+    BootTest {
+        name,
+        system: System::Ktest,
+        guest: Guest::Realm {
+            stress_host,
+            kernel_args: &[],
+            scan: true,
+        },
+        expected: Expectations {
+            steps,
+            forbidden,
+            checks,
+            exit: ExpectedExit::Success,
+        },
+    }
+}
+
+/// Fails if the kernel refused a test hook.
+fn hook_not_refused(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| line.contains("test hook:") && line.contains("refused"))
+        .map(|line| format!("the test hook was refused: {line:?}"))
+        .collect()
+}
+
+/// `fault=data-abort` in a Realm. The default kernel refuses the hook (a Realm's command line
+/// comes from the host) and boots on as usual; a kernel built with `test-hooks` faults.
+fn realm_hook_boot(name: &'static str, test_hooks: bool, tasks: usize) -> BootTest {
+    let mut steps = realm_start();
+    let mut checks: Vec<console::LogCheck> = vec![realm::initial_measurement_matches];
+    let mut forbidden = REALM_FAILURES.to_vec();
+    let exit = if test_hooks {
+        steps.extend(
+            [
+                &["test hook: fault="][..],
+                &["KERNEL FAULT"],
+                &["data abort"],
+                &["ELR"],
+                &["x0 "],
+            ]
+            .map(|pattern| Step::new(&[pattern])),
+        );
+        forbidden.push("moat: boot self-check passed");
+        checks.push(hook_not_refused);
+        ExpectedExit::Failure
+    } else {
+        // The hook is handled before the self-check: once the tasks start (or, without
+        // tasks, the kernel powers off) there is nothing more to learn here (el1 boots the
+        // default system to `moat: ready`).
+        steps.push(Step::new(&[&["test hook: fault=", "refused"]]));
+        steps.push(Step::line("moat: boot self-check passed"));
+        forbidden.extend(KERNEL_FAILURES);
+        if tasks == 0 {
+            steps.push(Step::line("no system archive"));
+            ExpectedExit::Success
+        } else {
+            steps.push(Step::line("realm: manifest measured into REM0"));
+            steps.push(Step::line(format!("tasks: {tasks} started")));
+            ExpectedExit::SuccessOrStopped
+        }
+    };
+    BootTest {
+        name,
+        system: if test_hooks {
+            System::DefaultTestHooks
+        } else {
+            System::Default
+        },
+        guest: Guest::Realm {
+            stress_host: false,
+            kernel_args: &["fault=data-abort"],
+            scan: false,
+        },
+        expected: Expectations {
+            steps,
+            forbidden,
+            checks,
+            exit,
+        },
+    }
+}
+
 /// Every boot test, in the order they start, for a default system of `default_tasks` tasks (0:
 /// the kernel runs its self-check and powers off) and a kernel test system of `ktest_tasks`
 /// (`None` when it did not build: its tests are left out, the build failure is reported on its
@@ -212,9 +371,17 @@ pub fn boot_tests(default_tasks: usize, ktest_tasks: Option<usize>) -> Vec<BootT
     let mut tests = Vec::new();
     // The slowest first, so the two workers finish at about the same time.
     if let Some(tasks) = ktest_tasks {
+        tests.push(realm_ktest_boot("realm-ktest", false, tasks));
+        tests.push(realm_ktest_boot("realm-ktest-stress", true, tasks));
         tests.push(ktest_boot("ktest-el1", false, tasks));
         tests.push(ktest_boot("ktest-el2", true, tasks));
     }
+    tests.push(realm_hook_boot("realm-hook-refused", false, default_tasks));
+    tests.push(realm_hook_boot(
+        "realm-hook-test-build",
+        true,
+        default_tasks,
+    ));
     tests.push(default_boot("el1", false, default_tasks));
     tests.push(default_boot("el2", true, default_tasks));
     tests.push(fault_boot(
@@ -279,17 +446,32 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-fn setup_for(guest: Guest, disk: &Path) -> Setup {
+/// QEMU's setup for `guest` with `disk` as its virtio-blk disk; a Realm boots `realm_sim`
+/// with guest RAM in `ram_file`.
+fn setup_for(guest: Guest, disk: &Path, realm_sim: &Path, ram_file: &Path) -> Setup {
+    let full = |mode: Mode, kernel_args: &[&str]| Setup::Full {
+        disk: disk.to_path_buf(),
+        mode,
+        gdb: false,
+        kernel_args: kernel_args
+            .iter()
+            .map(|argument| argument.to_string())
+            .collect(),
+    };
     match guest {
-        Guest::Plain { el2, kernel_args } => Setup::Full {
-            disk: disk.to_path_buf(),
-            el2,
-            gdb: false,
-            kernel_args: kernel_args
-                .iter()
-                .map(|argument| argument.to_string())
-                .collect(),
-        },
+        Guest::Plain { el2, kernel_args } => full(Mode::Plain { el2 }, kernel_args),
+        Guest::Realm {
+            stress_host,
+            kernel_args,
+            ..
+        } => full(
+            Mode::Realm(qemu::Realm {
+                realm_sim: realm_sim.to_path_buf(),
+                ram_file: ram_file.to_path_buf(),
+                stress_host,
+            }),
+            kernel_args,
+        ),
         Guest::Bare => Setup::Bare,
     }
 }
@@ -303,15 +485,23 @@ pub fn should_stop(log: &str, expected: &Expectations) -> bool {
 }
 
 /// Runs one test with `disk` as its virtio-blk disk; returns its outcome and the report to
-/// print (PASS, or FAIL with the problems and the whole console log).
+/// print (PASS, or FAIL with the problems and the whole console log). A Realm test's guest RAM
+/// is `<log_dir>/<test>.ram`, made fresh; it is scanned if the test asks for it and removed
+/// when the test passes (kept for a look when it fails).
 fn run_one(
     test: &BootTest,
     image: &Path,
+    realm_sim: &Path,
     disk: &Path,
     log_dir: &Path,
     timeout: Duration,
 ) -> Result<(Outcome, String)> {
-    let command = qemu::command(image, &setup_for(test.guest, disk));
+    let ram_file = log_dir.join(format!("{}.ram", test.name));
+    let realm = matches!(test.guest, Guest::Realm { .. });
+    if realm {
+        crate::workspace::remove_if_present(&ram_file)?;
+    }
+    let command = qemu::command(image, &setup_for(test.guest, disk, realm_sim, &ram_file));
     let command_text = qemu::command_text(&command);
     let captured = qemu::run_until(
         command,
@@ -319,7 +509,29 @@ fn run_one(
         &|log| should_stop(log, &test.expected),
         GRACE,
     )?;
-    let problems = console::judge(&captured.log, captured.ending, &test.expected);
+    let mut problems = console::judge(&captured.log, captured.ending, &test.expected);
+    let mut notes = Vec::new();
+    if let Guest::Realm { scan: true, .. } = test.guest {
+        match realm::confidentiality_check(&captured.log, &ram_file, image) {
+            Ok((scan_problems, summary)) => {
+                problems.extend(scan_problems);
+                if !summary.is_empty() {
+                    notes.push(format!(
+                        "confidentiality scan of {}: {summary}",
+                        ram_file.display()
+                    ));
+                }
+            }
+            Err(error) => problems.push(format!("confidentiality scan: {error:#}")),
+        }
+    }
+    if realm {
+        if problems.is_empty() {
+            crate::workspace::remove_if_present(&ram_file)?;
+        } else {
+            notes.push(format!("guest RAM kept in {}", ram_file.display()));
+        }
+    }
     let log_path = log_dir.join(format!("{}.log", test.name));
     let mut saved = format!("$ {command_text}\n{}", captured.log);
     if !saved.ends_with('\n') {
@@ -329,12 +541,20 @@ fn run_one(
         "[{}]\n",
         captured.ending.describe(timeout.as_secs())
     ));
+    for note in &notes {
+        saved.push_str(&format!("[{note}]\n"));
+    }
     fs::write(&log_path, &saved).with_context(|| format!("writing {}", log_path.display()))?;
     let seconds = captured.elapsed.as_secs_f64();
-    let report = if problems.is_empty() {
+    let mut report = if problems.is_empty() {
         format!("boot test {}: PASS ({seconds:.1} s)\n", test.name)
     } else {
-        let mut report = format!("boot test {}: FAIL ({seconds:.1} s)\n", test.name);
+        format!("boot test {}: FAIL ({seconds:.1} s)\n", test.name)
+    };
+    for note in &notes {
+        report.push_str(&format!("  {note}\n"));
+    }
+    if !problems.is_empty() {
         for problem in &problems {
             report.push_str(&format!("  - {problem}\n"));
         }
@@ -344,8 +564,7 @@ fn run_one(
             log_path.display(),
             test.name
         ));
-        report
-    };
+    }
     Ok((
         Outcome {
             name: test.name,
@@ -384,16 +603,16 @@ pub fn run_all(
                     let Some(test) = tests.get(index) else {
                         break;
                     };
-                    let image = match test.system {
-                        System::Default => Some(images.default.as_path()),
-                        System::Ktest => images.ktest.as_deref(),
-                    };
-                    let outcome = match image {
-                        Some(image) => {
+                    let realm_sim = images.realm_sim.as_deref().unwrap_or(Path::new(""));
+                    let outcome = match images.image(test.system) {
+                        Some(image) if images.can_run(test) => {
                             println!("boot test {} ...", test.name);
-                            run_one(test, image, &disk, log_dir, timeout)
+                            run_one(test, image, realm_sim, &disk, log_dir, timeout)
                         }
-                        None => Err(anyhow::anyhow!("{}: its system was not built", test.name)),
+                        _ => Err(anyhow::anyhow!(
+                            "{}: what it boots was not built",
+                            test.name
+                        )),
                     };
                     match outcome {
                         Ok((outcome, report)) => {
@@ -456,8 +675,8 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), all.len());
         let without = boot_tests(2, None);
-        assert_eq!(without.len(), all.len() - 2);
-        assert!(without.iter().all(|test| test.system == System::Default));
+        assert_eq!(without.len(), all.len() - 4);
+        assert!(without.iter().all(|test| test.system != System::Ktest));
     }
 
     #[test]
@@ -617,20 +836,204 @@ mod tests {
     #[test]
     fn plain_tests_use_the_disk_and_bare_uses_nothing() {
         let disk = Path::new("/d.img");
-        assert!(matches!(setup_for(Guest::Bare, disk), Setup::Bare));
+        let (sim, ram) = (Path::new("/sim"), Path::new("/r.ram"));
+        assert!(matches!(
+            setup_for(Guest::Bare, disk, sim, ram),
+            Setup::Bare
+        ));
         let Setup::Full {
-            kernel_args, el2, ..
+            kernel_args, mode, ..
         } = setup_for(
             Guest::Plain {
                 el2: true,
                 kernel_args: &["a=b"],
             },
             disk,
+            sim,
+            ram,
         )
         else {
             panic!("plain guest must be full");
         };
-        assert!(el2);
+        assert_eq!(mode, Mode::Plain { el2: true });
         assert_eq!(kernel_args, ["a=b"]);
+    }
+
+    #[test]
+    fn realm_tests_boot_realm_sim_with_their_own_ram_file() {
+        let Setup::Full {
+            disk,
+            kernel_args,
+            mode,
+            gdb,
+        } = setup_for(
+            Guest::Realm {
+                stress_host: true,
+                kernel_args: &["fault=data-abort"],
+                scan: false,
+            },
+            Path::new("/d.img"),
+            Path::new("/sim"),
+            Path::new("/r.ram"),
+        )
+        else {
+            panic!("a Realm is a full guest");
+        };
+        assert_eq!(disk, Path::new("/d.img"));
+        assert!(!gdb);
+        assert_eq!(kernel_args, ["fault=data-abort"]);
+        assert_eq!(
+            mode,
+            Mode::Realm(qemu::Realm {
+                realm_sim: "/sim".into(),
+                ram_file: "/r.ram".into(),
+                stress_host: true,
+            })
+        );
+    }
+
+    /// What the kernel test system prints as a Realm under realm-sim (trimmed).
+    fn realm_ktest_log(calls: u64) -> String {
+        let rim = "225ca20939f67e2f2158a3bee8fd66141cd6656c56e9aae9c8a59577582a142f";
+        format!(
+            "realm-sim: Realm RAM 512 MiB at IPA 0x40000000, private at PA 0x60000000, shared bit 0x4000000000\n\
+             realm-sim: Image 0x11a000 bytes at IPA 0x40200000, DTB 0x100000 bytes at IPA 0x40000000\n\
+             realm-sim: RIM sha256:{rim}\n\
+             Moat 0.1.0 - capability microkernel for Arm CCA Realms, entered at EL1\n\
+             realm: Arm CCA Realm, RSI 1.0 (RMM implements up to 1.0)\n\
+             realm: IPA width 39, shared bit 0x4000000000, hash Sha256, device addresses canonical\n\
+             realm: initial measurement {rim}\n\
+             realm: command line measured into REM0 (sha256 7b51)\n\
+             realm: RIPAS RAM over all memory in {calls} RSI calls\n\
+             memory map:\ndevices:\n  virtio-mmio@0xa003c00 irq 78: network\n  virtio-mmio@0xa003e00 irq 79: block\n\
+             moat: boot self-check passed\nrealm: manifest measured into REM0 (32 bytes)\n\
+             tasks: 6 started\nktest: PASS ipc-ping-pong\nktest: PASS canary-in-private-memory\n\
+             moat: ready (6 tasks, 5152 KiB of RAM in use)\nktest: PASS fuzz\n\
+             ktest: 3 passed, 0 failed\nktest: all 3 passed\n\
+             moat: system off requested by ktest (status 0)\n"
+        )
+    }
+
+    #[test]
+    fn the_realm_ktest_boots_need_the_realm_lines_and_matching_measurements() {
+        let tests = boot_tests(2, Some(6));
+        let realm = by_name(&tests, "realm-ktest");
+        let stress = by_name(&tests, "realm-ktest-stress");
+        assert_eq!(realm.system, System::Ktest);
+        assert!(matches!(
+            realm.guest,
+            Guest::Realm {
+                stress_host: false,
+                scan: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            stress.guest,
+            Guest::Realm {
+                stress_host: true,
+                scan: true,
+                ..
+            }
+        ));
+        let log = realm_ktest_log(1);
+        assert!(console::judge(&log, Ending::Exited(0), &realm.expected).is_empty());
+        assert!(!should_stop(&log, &realm.expected));
+        // Stress mode must really be on: one RSI call per granule.
+        assert_eq!(
+            console::judge(&log, Ending::Exited(0), &stress.expected).len(),
+            1
+        );
+        let stressed = realm_ktest_log(131_072);
+        assert!(console::judge(&stressed, Ending::Exited(0), &stress.expected).is_empty());
+        // A plain boot of the same system is not a Realm boot.
+        assert!(!console::judge(&ktest_log("EL1"), Ending::Exited(0), &realm.expected).is_empty());
+        // Measurements that differ, a realm-sim error, a refused access, a missing Realm line.
+        let differ = log.replacen("initial measurement 225c", "initial measurement 325c", 1);
+        assert_eq!(
+            console::judge(&differ, Ending::Exited(0), &realm.expected).len(),
+            1
+        );
+        let error = log.clone() + "realm-sim: error: memory layout: RamTooSmall\n";
+        assert!(should_stop(&error, &realm.expected));
+        assert!(!console::judge(&error, Ending::Exited(0), &realm.expected).is_empty());
+        let refused = log.replace(
+            "tasks: 6 started\n",
+            "tasks: 6 started\nrealm-sim: refused read at IPA 0x9000030 (VA 0x1, PC 0x2): external abort injected\n",
+        );
+        assert!(!console::judge(&refused, Ending::Exited(0), &realm.expected).is_empty());
+        let no_manifest = log.replace("realm: manifest measured into REM0 (32 bytes)\n", "");
+        assert!(!console::judge(&no_manifest, Ending::Exited(0), &realm.expected).is_empty());
+        let alias = log.replace(
+            "device addresses canonical",
+            "device addresses at the alias",
+        );
+        assert!(!console::judge(&alias, Ending::Exited(0), &realm.expected).is_empty());
+    }
+
+    #[test]
+    fn a_realm_refuses_test_hooks_unless_built_for_tests() {
+        let tests = boot_tests(2, Some(6));
+        let refused = by_name(&tests, "realm-hook-refused");
+        let built = by_name(&tests, "realm-hook-test-build");
+        assert_eq!(refused.system, System::Default);
+        assert_eq!(built.system, System::DefaultTestHooks);
+        for test in [&refused, &built] {
+            let Guest::Realm { kernel_args, .. } = test.guest else {
+                panic!("{} must be a Realm", test.name);
+            };
+            assert_eq!(kernel_args, ["fault=data-abort"]);
+        }
+        let head = realm_ktest_log(1);
+        let head = &head[..head.find("memory map:").unwrap()];
+        let refused_log = head.to_string()
+            + "test hook: fault=DataAbort refused: in a Realm, test hooks need an image built for tests\n\
+               moat: boot self-check passed\nrealm: manifest measured into REM0 (32 bytes)\n\
+               tasks: 2 started\n";
+        assert!(should_stop(&refused_log, &refused.expected));
+        assert!(!should_stop(
+            &refused_log.replace("tasks: 2 started\n", ""),
+            &refused.expected
+        ));
+        assert!(console::judge(&refused_log, Ending::Stopped, &refused.expected).is_empty());
+        assert!(console::judge(&refused_log, Ending::Exited(0), &refused.expected).is_empty());
+        let fault_log = head.to_string()
+            + "test hook: fault=DataAbort\nKERNEL FAULT: synchronous exception\n  cause: data abort at the same exception level\n  ELR 0xffffffff80001234\n  x0  0x0\n";
+        assert!(console::judge(&fault_log, Ending::Exited(1), &built.expected).is_empty());
+        // Each log fails the other test.
+        assert!(!console::judge(&fault_log, Ending::Exited(1), &refused.expected).is_empty());
+        assert!(!console::judge(&refused_log, Ending::Exited(1), &built.expected).is_empty());
+        assert!(should_stop(&refused_log, &built.expected));
+    }
+
+    #[test]
+    fn tests_whose_parts_did_not_build_cannot_run() {
+        let tests = boot_tests(2, Some(6));
+        let mut images = Images {
+            default: "/Image".into(),
+            ktest: Some("/k.Image".into()),
+            test_hooks: None,
+            realm_sim: None,
+        };
+        let runnable = |images: &Images| -> Vec<&str> {
+            tests
+                .iter()
+                .filter(|test| images.can_run(test))
+                .map(|test| test.name)
+                .collect()
+        };
+        let names = runnable(&images);
+        assert!(names.contains(&"ktest-el1") && names.contains(&"el1"));
+        assert!(!names.iter().any(|name| name.starts_with("realm-")));
+        images.realm_sim = Some("/sim".into());
+        let names = runnable(&images);
+        assert!(names.contains(&"realm-ktest") && names.contains(&"realm-hook-refused"));
+        assert!(!names.contains(&"realm-hook-test-build"));
+        images.test_hooks = Some("/t.Image".into());
+        assert_eq!(runnable(&images).len(), tests.len());
+        assert_eq!(
+            images.image(System::DefaultTestHooks),
+            Some(Path::new("/t.Image"))
+        );
     }
 }

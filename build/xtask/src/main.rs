@@ -13,6 +13,7 @@ mod console;
 mod image;
 mod manifest;
 mod qemu;
+mod realm;
 mod system;
 mod workspace;
 
@@ -75,34 +76,78 @@ fn build(options: BuildOptions) -> Result<ExitCode> {
 
 /// `cargo xtask run`.
 fn run(options: RunOptions) -> Result<ExitCode> {
-    if !options.no_realm {
-        eprintln!("xtask: Realm mode is not implemented yet; running the plain guest (--no-realm)");
-    }
     let workspace = Workspace::locate()?;
     let paths = system_paths(&workspace, options.manifest.as_deref());
     let image = workspace::build_system(&workspace, &paths)?;
+    let mode = if options.realm() {
+        let realm_sim = workspace::build_realm_sim(&workspace)?;
+        let ram_file = workspace.realm_ram_file();
+        workspace::remove_if_present(&ram_file)?;
+        qemu::Mode::Realm(qemu::Realm {
+            realm_sim,
+            ram_file,
+            stress_host: options.stress_host,
+        })
+    } else {
+        qemu::Mode::Plain { el2: options.el2 }
+    };
     qemu::ensure_installed()?;
     let disk = workspace.output_dir().join("disk.img");
     workspace::ensure_disk(&disk)?;
     let setup = qemu::Setup::Full {
-        disk,
-        el2: options.el2,
+        disk: disk.clone(),
+        mode: mode.clone(),
         gdb: options.gdb,
-        kernel_args: options.kernel_args,
+        kernel_args: options.kernel_args.clone(),
     };
     let command = qemu::command(&image, &setup);
-    eprintln!(
-        "xtask: {} {}",
-        qemu::QEMU,
-        qemu::arguments(&image, &setup).join(" ")
-    );
+    eprintln!("xtask: {}", qemu::command_text(&command));
+    match &mode {
+        qemu::Mode::Realm(realm) => {
+            eprintln!(
+                "xtask: Realm mode under realm-sim{} (--no-realm for the plain guest)",
+                if realm.stress_host {
+                    ", stress mode"
+                } else {
+                    ""
+                }
+            );
+            eprintln!("xtask:   realm-sim  {}", realm.realm_sim.display());
+            eprintln!(
+                "xtask:   Image      {} (loaded at {}; realm-sim copies it into private memory)",
+                image.display(),
+                qemu::REALM_IMAGE_ADDRESS
+            );
+            eprintln!(
+                "xtask:   guest RAM  {} ({}; file offset = PA - 0x40000000: host memory \
+                 [0, 512 MiB), private memory [512 MiB, 1 GiB))",
+                realm.ram_file.display(),
+                qemu::REALM_QEMU_RAM
+            );
+        }
+        qemu::Mode::Plain { el2 } => {
+            eprintln!(
+                "xtask: plain guest entered at {}",
+                if *el2 { "EL2" } else { "EL1" }
+            );
+            eprintln!("xtask:   Image      {}", image.display());
+        }
+    }
+    eprintln!("xtask:   kernel ELF {}", workspace.kernel_elf().display());
+    eprintln!("xtask:   disk       {} (virtio-blk)", disk.display());
+    eprintln!("xtask:   network    virtio-net on QEMU user networking (no host port forwarded)");
     if options.gdb {
         eprintln!(
             "xtask: QEMU is halted waiting for a debugger on localhost:1234. Attach with:\n    \
              gdb-multiarch {} -ex 'target remote localhost:1234'\n  \
              (the ELF's symbols are high-half virtual addresses; until the boot stub turns the \
-             MMU on, break on physical addresses instead)",
-            workspace.kernel_elf().display()
+             MMU on, break on physical addresses instead{})",
+            workspace.kernel_elf().display(),
+            if options.realm() {
+                "; realm-sim runs first, at EL2: `add-symbol-file` its ELF for its symbols"
+            } else {
+                ""
+            }
         );
     }
     eprintln!("xtask: quit QEMU with Ctrl-A X");
@@ -121,6 +166,21 @@ fn run(options: RunOptions) -> Result<ExitCode> {
     })
 }
 
+/// Records whether a build step worked (printing why not) and passes on its value.
+fn record<T>(results: &mut Vec<(String, bool)>, what: &str, outcome: Result<T>) -> Option<T> {
+    match outcome {
+        Ok(value) => {
+            results.push((what.to_string(), true));
+            Some(value)
+        }
+        Err(error) => {
+            println!("xtask: {what} failed: {error:#}");
+            results.push((what.to_string(), false));
+            None
+        }
+    }
+}
+
 /// `cargo xtask test`.
 fn test(options: TestOptions) -> Result<ExitCode> {
     let workspace = Workspace::locate()?;
@@ -133,7 +193,7 @@ fn test(options: TestOptions) -> Result<ExitCode> {
         results.push(("host tests (cargo test)".into(), status.success()));
     }
 
-    println!("==== kernel build: default system and kernel test system ====");
+    println!("==== builds: default system, kernel test system, test-hooks kernel, realm-sim ====");
     let ready = workspace::build_kernel(&workspace).and_then(|image| {
         let tasks = system::load_manifest(&SystemPaths::default_system(&workspace))?
             .tasks
@@ -148,26 +208,39 @@ fn test(options: TestOptions) -> Result<ExitCode> {
         }
         Ok((image, default_tasks)) => {
             results.push(("kernel build and QEMU".into(), true));
+            // Built before the kernel test system, so the kernel ELF cargo leaves behind is a
+            // normal (not test-hooks) one.
+            let test_hooks = record(
+                &mut results,
+                "test-hooks kernel build (default system)",
+                workspace::build_test_hooks_system(
+                    &workspace,
+                    &SystemPaths::default_system(&workspace),
+                ),
+            );
             let ktest_paths =
                 SystemPaths::other_system(&workspace, &workspace.root.join(KTEST_MANIFEST_PATH));
-            let ktest = workspace::build_system(&workspace, &ktest_paths)
-                .and_then(|image| Ok((image, system::load_manifest(&ktest_paths)?.tasks.len())));
-            let ktest = match ktest {
-                Ok(built) => {
-                    results.push(("kernel test system build".into(), true));
-                    Some(built)
-                }
-                Err(error) => {
-                    println!("xtask: cannot build {KTEST_MANIFEST_PATH}: {error:#}");
-                    results.push(("kernel test system build".into(), false));
-                    None
-                }
-            };
-            let tests = boot_tests::boot_tests(default_tasks, ktest.as_ref().map(|k| k.1));
+            let ktest = record(
+                &mut results,
+                "kernel test system build",
+                workspace::build_system(&workspace, &ktest_paths).and_then(|image| {
+                    Ok((image, system::load_manifest(&ktest_paths)?.tasks.len()))
+                }),
+            );
+            let realm_sim = record(
+                &mut results,
+                "realm-sim build",
+                workspace::build_realm_sim(&workspace),
+            );
+            let mut tests = boot_tests::boot_tests(default_tasks, ktest.as_ref().map(|k| k.1));
             let images = boot_tests::Images {
                 default: image,
                 ktest: ktest.map(|k| k.0),
+                test_hooks,
+                realm_sim,
             };
+            // What did not build is reported above; its tests cannot run.
+            tests.retain(|test| images.can_run(test));
             println!(
                 "==== QEMU boot tests: {} tests, {} at a time, timeout {} s each ====",
                 tests.len(),

@@ -18,6 +18,47 @@ pub const QEMU: &str = "qemu-system-aarch64";
 /// The Debian/Ubuntu package that provides [`QEMU`].
 pub const QEMU_PACKAGE: &str = "qemu-system-arm";
 
+/// Guest RAM of the plain guest.
+pub const PLAIN_RAM: &str = "512M";
+
+/// QEMU's RAM under realm-sim (build/realm-sim/README.md): the Realm's 512 MiB of host memory,
+/// its 512 MiB of private memory, then realm-sim itself and the Image as loaded.
+pub const REALM_QEMU_RAM: &str = "1088M";
+
+/// Where the host loads the Moat Image for realm-sim (`-device loader,addr=`).
+pub const REALM_IMAGE_ADDRESS: &str = "0x82000000";
+
+/// The kernel command-line word that turns on realm-sim's stress mode.
+pub const STRESS_HOST_WORD: &str = "realm-sim.stress-host";
+
+/// The DMA-address form realm-sim needs (DESIGN.md section 6: QEMU's devices see
+/// guest-physical addresses).
+pub const DMA_ADDRESS_WORD: &str = "dma-address=canonical";
+
+/// How the kernel runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The plain guest, entered at EL1, or at EL2 (`virtualization=on`) if `el2`.
+    Plain {
+        /// Enter at EL2.
+        el2: bool,
+    },
+    /// A Realm under realm-sim (DESIGN.md section 7).
+    Realm(Realm),
+}
+
+/// A Realm boot: realm-sim at EL2, the Image loaded beside it, guest RAM in a file the host
+/// (a test) can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Realm {
+    /// realm-sim's ELF (`-kernel`).
+    pub realm_sim: PathBuf,
+    /// Guest RAM (`memory-backend-file`, share=on): file offset = PA − 0x4000_0000.
+    pub ram_file: PathBuf,
+    /// realm-sim's stress mode: IPA_STATE_SET makes one granule of progress per call.
+    pub stress_host: bool,
+}
+
 /// How QEMU is set up around the kernel image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Setup {
@@ -26,11 +67,12 @@ pub enum Setup {
     Full {
         /// Raw disk image behind the virtio-blk device.
         disk: PathBuf,
-        /// Enter at EL2 (`virtualization=on`).
-        el2: bool,
+        /// Plain guest or Realm.
+        mode: Mode,
         /// Start halted with a gdb stub on port 1234.
         gdb: bool,
-        /// Appended to the kernel command line after `semihosting`.
+        /// Appended to the kernel command line after `semihosting` (and, in a Realm,
+        /// [`DMA_ADDRESS_WORD`] and [`STRESS_HOST_WORD`] when asked for).
         kernel_args: Vec<String>,
     },
     /// Exactly what booting a Linux kernel needs and nothing more: no semihosting, no devices,
@@ -38,29 +80,55 @@ pub enum Setup {
     Bare,
 }
 
+/// A path as one value of a QEMU `key=value,...` option (a comma is written twice).
+fn option_value(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
 /// The arguments of `qemu-system-aarch64` that boot `image` set up as `setup` says.
 pub fn arguments(image: &Path, setup: &Setup) -> Vec<String> {
-    let el2 = matches!(setup, Setup::Full { el2: true, .. });
-    let machine = if el2 {
-        "virt,gic-version=3,virtualization=on"
-    } else {
-        "virt,gic-version=3"
+    let mode = match setup {
+        Setup::Full { mode, .. } => mode.clone(),
+        Setup::Bare => Mode::Plain { el2: false },
     };
-    let mut arguments: Vec<String> = [
-        "-M",
-        machine,
-        "-cpu",
-        "cortex-a72",
-        "-m",
-        "512M",
-        "-nographic",
-        "-no-reboot",
-        "-kernel",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
-    arguments.push(image.display().to_string());
+    let mut arguments: Vec<String> = Vec::new();
+    let mut push = |words: &[&str]| arguments.extend(words.iter().map(|word| word.to_string()));
+    match &mode {
+        Mode::Plain { el2 } => {
+            let machine = if *el2 {
+                "virt,gic-version=3,virtualization=on"
+            } else {
+                "virt,gic-version=3"
+            };
+            push(&["-M", machine, "-cpu", "cortex-a72", "-m", PLAIN_RAM]);
+            push(&["-nographic", "-no-reboot", "-kernel"]);
+            push(&[&image.display().to_string()]);
+        }
+        Mode::Realm(realm) => {
+            push(&[
+                "-M",
+                "virt,gic-version=3,virtualization=on,memory-backend=ram",
+                "-object",
+                &format!(
+                    "memory-backend-file,id=ram,size={REALM_QEMU_RAM},mem-path={},share=on",
+                    option_value(&realm.ram_file)
+                ),
+                "-cpu",
+                "cortex-a72",
+                "-m",
+                REALM_QEMU_RAM,
+                "-nographic",
+                "-no-reboot",
+                "-kernel",
+                &realm.realm_sim.display().to_string(),
+                "-device",
+                &format!(
+                    "loader,file={},addr={REALM_IMAGE_ADDRESS},force-raw=on",
+                    option_value(image)
+                ),
+            ]);
+        }
+    }
 
     if let Setup::Full {
         disk,
@@ -69,9 +137,14 @@ pub fn arguments(image: &Path, setup: &Setup) -> Vec<String> {
         ..
     } = setup
     {
-        let command_line =
-            std::iter::once("semihosting").chain(kernel_args.iter().map(String::as_str));
-        let command_line: Vec<&str> = command_line.collect();
+        let mut command_line = vec!["semihosting"];
+        if let Mode::Realm(realm) = &mode {
+            command_line.push(DMA_ADDRESS_WORD);
+            if realm.stress_host {
+                command_line.push(STRESS_HOST_WORD);
+            }
+        }
+        command_line.extend(kernel_args.iter().map(String::as_str));
         arguments.extend(
             [
                 "-semihosting-config",
@@ -79,7 +152,7 @@ pub fn arguments(image: &Path, setup: &Setup) -> Vec<String> {
                 "-global",
                 "virtio-mmio.force-legacy=false",
                 "-drive",
-                &format!("if=none,id=disk0,file={},format=raw", disk.display()),
+                &format!("if=none,id=disk0,file={},format=raw", option_value(disk)),
                 "-device",
                 "virtio-blk-device,drive=disk0,iommu_platform=on",
                 "-netdev",
@@ -234,6 +307,8 @@ pub struct Captured {
     pub ending: Ending,
     /// Wall-clock time from start to end.
     pub elapsed: Duration,
+    /// Wall-clock time from start until the output first satisfied `stop` ([`run_until`]).
+    pub awaited_after: Option<Duration>,
 }
 
 /// Runs `command` with stdout and stderr captured; kills it if it is still running after
@@ -248,7 +323,7 @@ pub fn run_until(
 ) -> Result<Captured> {
     let started = Instant::now();
     let mut deadline = started + timeout;
-    let mut stopping = false;
+    let mut awaited_after = None;
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -289,8 +364,8 @@ pub fn run_until(
         match receiver.recv_timeout(remaining) {
             Ok(chunk) => {
                 output.extend_from_slice(&chunk);
-                if !stopping && stop(&String::from_utf8_lossy(&output)) {
-                    stopping = true;
+                if awaited_after.is_none() && stop(&String::from_utf8_lossy(&output)) {
+                    awaited_after = Some(started.elapsed());
                     deadline = deadline.min(Instant::now() + grace);
                 }
             }
@@ -328,13 +403,14 @@ pub fn run_until(
 
     let ending = match status {
         Some(status) => ending(status),
-        None if stopping => Ending::Stopped,
+        None if awaited_after.is_some() => Ending::Stopped,
         None => Ending::TimedOut,
     };
     Ok(Captured {
         log: String::from_utf8_lossy(&output).into_owned(),
         ending,
         elapsed: started.elapsed(),
+        awaited_after,
     })
 }
 
@@ -350,7 +426,7 @@ mod tests {
     fn full(el2: bool, gdb: bool, kernel_args: &[&str]) -> Setup {
         Setup::Full {
             disk: "/t/moat/disk.img".into(),
-            el2,
+            mode: Mode::Plain { el2 },
             gdb,
             kernel_args: kernel_args
                 .iter()
@@ -400,6 +476,75 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with(r#" -append "semihosting a=b""#), "{text}");
+    }
+
+    fn realm(stress_host: bool, kernel_args: &[&str]) -> Setup {
+        Setup::Full {
+            disk: "/t/moat/disk.img".into(),
+            mode: Mode::Realm(Realm {
+                realm_sim: "/t/realm-sim".into(),
+                ram_file: "/t/moat/realm-ram.bin".into(),
+                stress_host,
+            }),
+            gdb: false,
+            kernel_args: kernel_args
+                .iter()
+                .map(|argument| argument.to_string())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn realm_command_line() {
+        let arguments = arguments(Path::new("/t/moat/Image"), &realm(false, &[]));
+        assert_eq!(
+            arguments.join(" "),
+            "-M virt,gic-version=3,virtualization=on,memory-backend=ram \
+             -object memory-backend-file,id=ram,size=1088M,mem-path=/t/moat/realm-ram.bin,share=on \
+             -cpu cortex-a72 -m 1088M -nographic -no-reboot -kernel /t/realm-sim \
+             -device loader,file=/t/moat/Image,addr=0x82000000,force-raw=on \
+             -semihosting-config enable=on,target=native \
+             -global virtio-mmio.force-legacy=false \
+             -drive if=none,id=disk0,file=/t/moat/disk.img,format=raw \
+             -device virtio-blk-device,drive=disk0,iommu_platform=on \
+             -netdev user,id=net0 -device virtio-net-device,netdev=net0,iommu_platform=on \
+             -append semihosting dma-address=canonical"
+        );
+    }
+
+    #[test]
+    fn realm_stress_mode_and_kernel_arguments_share_one_command_line() {
+        let arguments = arguments(Path::new("I"), &realm(true, &["fault=data-abort"]));
+        let append = arguments
+            .iter()
+            .position(|argument| argument == "-append")
+            .unwrap();
+        assert_eq!(
+            arguments[append + 1],
+            "semihosting dma-address=canonical realm-sim.stress-host fault=data-abort"
+        );
+        // The plain guest never gets the Realm words.
+        let plain = super::arguments(Path::new("I"), &full(true, false, &[]));
+        assert!(!plain.join(" ").contains("realm-sim"));
+        assert!(!plain.join(" ").contains("dma-address"));
+    }
+
+    #[test]
+    fn commas_in_paths_are_escaped_in_qemu_options() {
+        let setup = Setup::Full {
+            disk: "/a,b/disk.img".into(),
+            mode: Mode::Realm(Realm {
+                realm_sim: "/s".into(),
+                ram_file: "/a,b/ram".into(),
+                stress_host: false,
+            }),
+            gdb: false,
+            kernel_args: vec![],
+        };
+        let text = arguments(Path::new("/a,b/Image"), &setup).join(" ");
+        assert!(text.contains("mem-path=/a,,b/ram,share=on"), "{text}");
+        assert!(text.contains("loader,file=/a,,b/Image,addr"), "{text}");
+        assert!(text.contains("file=/a,,b/disk.img,format=raw"), "{text}");
     }
 
     #[test]
@@ -476,6 +621,8 @@ mod tests {
         .expect("runs");
         assert_eq!(captured.ending, Ending::Stopped);
         assert!(captured.log.contains("after"), "{:?}", captured.log);
+        let awaited = captured.awaited_after.expect("the awaited line was seen");
+        assert!(awaited < captured.elapsed, "{awaited:?}");
         assert!(
             captured.elapsed < Duration::from_secs(10),
             "{:?}",

@@ -19,6 +19,12 @@ pub const RUST_TARGETS: [&str; 2] = ["aarch64-unknown-none", KERNEL_TARGET];
 /// Cargo package and binary name of the kernel.
 pub const KERNEL_PACKAGE: &str = "moat-kernel";
 
+/// Cargo package and binary name of realm-sim, the RMM stand-in (build/realm-sim).
+pub const REALM_SIM_PACKAGE: &str = "realm-sim";
+
+/// The kernel feature that honours test hooks in a Realm (images built for tests).
+pub const TEST_HOOKS_FEATURE: &str = "test-hooks";
+
 /// The variable that tells `kernel/build.rs` which system archive to embed.
 pub const SYSTEM_ARCHIVE_VARIABLE: &str = "MOAT_SYSTEM_ARCHIVE";
 
@@ -75,6 +81,19 @@ impl Workspace {
             .join(KERNEL_TARGET)
             .join("release")
             .join(KERNEL_PACKAGE)
+    }
+
+    /// realm-sim's ELF, which QEMU loads with `-kernel` in Realm mode.
+    pub fn realm_sim_elf(&self) -> PathBuf {
+        self.target_dir
+            .join(KERNEL_TARGET)
+            .join("release")
+            .join(REALM_SIM_PACKAGE)
+    }
+
+    /// The guest RAM file of `cargo xtask run` in Realm mode (made fresh for every run).
+    pub fn realm_ram_file(&self) -> PathBuf {
+        self.output_dir().join("realm-ram.bin")
     }
 
     /// The raw Linux arm64 Image made from the ELF.
@@ -175,6 +194,46 @@ pub fn build_kernel(workspace: &Workspace) -> Result<PathBuf> {
 /// Checks the system's manifest, builds its task binaries and archive, builds the kernel ELF
 /// with the archive embedded and writes the raw Image; returns the Image's path.
 pub fn build_system(workspace: &Workspace, paths: &SystemPaths) -> Result<PathBuf> {
+    build_system_with(workspace, paths, &[], &paths.image)
+}
+
+/// The Image of the system `paths` names with a kernel built for tests (cargo feature
+/// [`TEST_HOOKS_FEATURE`]: test hooks honoured in a Realm): `<stem>-test-hooks.Image` beside
+/// the normal one, which stays as it is.
+pub fn build_test_hooks_system(workspace: &Workspace, paths: &SystemPaths) -> Result<PathBuf> {
+    build_system_with(
+        workspace,
+        paths,
+        &[TEST_HOOKS_FEATURE],
+        &test_hooks_image(&paths.image),
+    )
+}
+
+/// `…/Image` (the default system) → `…/system-test-hooks.Image`, `…/x.Image` →
+/// `…/x-test-hooks.Image`.
+pub fn test_hooks_image(image: &Path) -> PathBuf {
+    let name = image.file_name().map_or_else(
+        || "Image".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let stem = match name.strip_suffix(".Image") {
+        Some(stem) => stem,
+        None if name == "Image" => "system",
+        None => &name,
+    };
+    image.with_file_name(format!("{stem}-test-hooks.Image"))
+}
+
+/// [`build_system`] with kernel `features`, writing the Image to `image_path`. The kernel
+/// package is built alone (`-p moat-kernel`), so its features never unify with another
+/// package's; cargo keeps each feature set's artifacts apart, so switching back and forth
+/// costs a re-link at most.
+pub fn build_system_with(
+    workspace: &Workspace,
+    paths: &SystemPaths,
+    features: &[&str],
+    image_path: &Path,
+) -> Result<PathBuf> {
     ensure_rust_targets(workspace)?;
     let archive = system::build(workspace, paths)?;
     let mut command = workspace.cargo();
@@ -183,15 +242,18 @@ pub fn build_system(workspace: &Workspace, paths: &SystemPaths) -> Result<PathBu
         Some(path) => command.env(SYSTEM_ARCHIVE_VARIABLE, path),
         None => command.env_remove(SYSTEM_ARCHIVE_VARIABLE),
     };
+    command.args([
+        "build",
+        "--release",
+        "-p",
+        KERNEL_PACKAGE,
+        "--target",
+        KERNEL_TARGET,
+    ]);
+    if !features.is_empty() {
+        command.args(["--features", &features.join(",")]);
+    }
     let status = command
-        .args([
-            "build",
-            "--release",
-            "-p",
-            KERNEL_PACKAGE,
-            "--target",
-            KERNEL_TARGET,
-        ])
         .status()
         .context("running cargo build for the kernel")?;
     if !status.success() {
@@ -202,12 +264,49 @@ pub fn build_system(workspace: &Workspace, paths: &SystemPaths) -> Result<PathBu
         .with_context(|| format!("reading the kernel ELF {}", elf_path.display()))?;
     let image = image::elf_to_image(&elf)
         .with_context(|| format!("converting {} to an Image", elf_path.display()))?;
-    let image_path = paths.image.clone();
     if let Some(parent) = image_path.parent() {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    fs::write(&image_path, &image).with_context(|| format!("writing {}", image_path.display()))?;
-    Ok(image_path)
+    fs::write(image_path, &image).with_context(|| format!("writing {}", image_path.display()))?;
+    Ok(image_path.to_path_buf())
+}
+
+/// Builds realm-sim (release, [`KERNEL_TARGET`], on its own) and returns its ELF.
+pub fn build_realm_sim(workspace: &Workspace) -> Result<PathBuf> {
+    ensure_rust_targets(workspace)?;
+    let status = workspace
+        .cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            REALM_SIM_PACKAGE,
+            "--target",
+            KERNEL_TARGET,
+        ])
+        .status()
+        .context("running cargo build for realm-sim")?;
+    if !status.success() {
+        bail!("building {REALM_SIM_PACKAGE} failed ({status})");
+    }
+    let elf = workspace.realm_sim_elf();
+    if !elf.is_file() {
+        bail!(
+            "cargo built {REALM_SIM_PACKAGE} but {} is missing",
+            elf.display()
+        );
+    }
+    Ok(elf)
+}
+
+/// Removes `path` if it exists (a fresh guest RAM file for every Realm boot).
+pub fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(error).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Creates a zero-filled (sparse) disk image of [`DISK_BYTES`] at `path` unless it exists.
@@ -274,6 +373,26 @@ mod tests {
             Path::new("/t/aarch64-unknown-none-softfloat/release/moat-kernel")
         );
         assert_eq!(workspace.kernel_image(), Path::new("/t/moat/Image"));
+        assert_eq!(
+            workspace.realm_sim_elf(),
+            Path::new("/t/aarch64-unknown-none-softfloat/release/realm-sim")
+        );
+        assert_eq!(
+            workspace.realm_ram_file(),
+            Path::new("/t/moat/realm-ram.bin")
+        );
+    }
+
+    #[test]
+    fn test_hooks_images_sit_beside_the_normal_ones() {
+        assert_eq!(
+            test_hooks_image(Path::new("/t/moat/Image")),
+            Path::new("/t/moat/system-test-hooks.Image")
+        );
+        assert_eq!(
+            test_hooks_image(Path::new("/t/moat/system-ktest.Image")),
+            Path::new("/t/moat/system-ktest-test-hooks.Image")
+        );
     }
 
     #[test]

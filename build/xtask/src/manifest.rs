@@ -63,6 +63,36 @@ pub const SHARE_HOLDER: &str = "dma";
 /// The supervisor's task name: when present it must be listed first and hold TaskControl.
 pub const SUPERVISOR: &str = "supervisor";
 
+/// The DMA server's part of the manifest: client quotas (`dma-quota-kib`), roles (`dma-role`)
+/// and the endpoints whose badges carry them (see `moat_dma_api::badge` and docs/dma.md).
+pub mod dma {
+    /// The DMA server's client endpoint.
+    pub const ENDPOINT: &str = moat_dma_api::config::CLIENT_ENDPOINT;
+    /// The supervisor's endpoint to the DMA server (only the supervisor may call it).
+    pub const ADMIN_ENDPOINT: &str = moat_dma_api::config::ADMIN_ENDPOINT;
+    /// The kernel's shareable region (`SHAREABLE_SIZE` in kernel/src/main.rs, with 256 MiB of
+    /// RAM or more): every window comes from it, so the quotas of a system must fit in it.
+    pub const SHAREABLE_KIB: i64 = 32 * 1024;
+    /// Smallest quota: one page.
+    pub const MIN_QUOTA_KIB: i64 = 4;
+    /// What the DMA server needs besides its clients' windows (image, stack, 256 KiB heap):
+    /// windows are charged to its memory quota, so `memory-kib` must exceed the quotas' sum by
+    /// this much.
+    pub const SERVER_OVERHEAD_KIB: i64 = 512;
+    /// Most clients with a quota (the configuration must fit the task configuration blob).
+    pub const MAX_CLIENTS: usize = moat_dma_api::config::MAX_CLIENTS;
+}
+
+/// How the DMA server treats a task's calls (`dma-role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DmaRole {
+    /// A driver: its own window, grants and figures (the default).
+    #[default]
+    Client,
+    /// A monitoring tool (dmastat): every client's figures and events.
+    Observer,
+}
+
 /// One thing wrong with a manifest, at a place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -150,6 +180,10 @@ pub struct Task {
     pub share: bool,
     /// Holds TaskControl.
     pub task_control: bool,
+    /// `dma-quota-kib`: the size of its DMA window, if it is a DMA client.
+    pub dma_quota_kib: Option<u32>,
+    /// `dma-role`: the role its `call:dma` badge carries.
+    pub dma_role: DmaRole,
 }
 
 /// A checked endpoint.
@@ -203,6 +237,8 @@ struct RawTask {
     irq: Vec<Spanned<RawIrq>>,
     share: Option<Spanned<bool>>,
     task_control: Option<Spanned<bool>>,
+    dma_quota_kib: Option<Spanned<i64>>,
+    dma_role: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -482,6 +518,8 @@ fn check(raw: &RawManifest, problems: &mut Problems<'_>) -> Manifest {
     let mut irq_owners: Vec<(DeviceName, String)> = Vec::new();
     let mut mmio_owners: Vec<(DeviceName, String)> = Vec::new();
     let mut share_holder: Option<String> = None;
+    let mut dma_total_kib = 0i64;
+    let mut dma_clients = 0usize;
 
     if raw.task.len() > limits::MAX_TASKS {
         problems.at(
@@ -701,6 +739,89 @@ fn check(raw: &RawManifest, problems: &mut Problems<'_>) -> Manifest {
                 "the supervisor must hold TaskControl (`task-control = true`)",
             );
         }
+        let calls_dma = task
+            .call
+            .iter()
+            .any(|entry| entry.get_ref() == dma::ENDPOINT);
+        let dma_quota_kib = task.dma_quota_kib.as_ref().and_then(|quota| {
+            let kib = check_int(
+                problems,
+                "dma-quota-kib",
+                quota,
+                dma::MIN_QUOTA_KIB..=dma::SHAREABLE_KIB,
+                limits::PAGE_KIB,
+            )?;
+            if !calls_dma {
+                problems.at(
+                    quota.span(),
+                    format!(
+                        "task `{name}` has a DMA quota but does not call `{}` (add it to `call`)",
+                        dma::ENDPOINT
+                    ),
+                );
+                return None;
+            }
+            let before = dma_total_kib;
+            dma_total_kib += kib;
+            if before <= dma::SHAREABLE_KIB && dma_total_kib > dma::SHAREABLE_KIB {
+                problems.at(
+                    quota.span(),
+                    format!(
+                        "DMA quotas add up to {dma_total_kib} KiB here, more than the kernel's \
+                         shareable region ({} KiB)",
+                        dma::SHAREABLE_KIB
+                    ),
+                );
+            }
+            dma_clients += 1;
+            if dma_clients == dma::MAX_CLIENTS + 1 {
+                problems.at(
+                    quota.span(),
+                    format!("more than {} tasks with a DMA quota", dma::MAX_CLIENTS),
+                );
+            }
+            Some(kib as u32)
+        });
+        let dma_role = match &task.dma_role {
+            None => DmaRole::Client,
+            Some(role) => {
+                if !calls_dma {
+                    problems.at(
+                        role.span(),
+                        format!(
+                            "task `{name}` has a `dma-role` but does not call `{}`",
+                            dma::ENDPOINT
+                        ),
+                    );
+                }
+                match role.get_ref().as_str() {
+                    "client" => DmaRole::Client,
+                    "observer" => DmaRole::Observer,
+                    other => {
+                        problems.at(
+                            role.span(),
+                            format!("`dma-role` must be \"client\" or \"observer\", not `{other}`"),
+                        );
+                        DmaRole::Client
+                    }
+                }
+            }
+        };
+        if name != SUPERVISOR {
+            for entry in task
+                .call
+                .iter()
+                .filter(|e| e.get_ref() == dma::ADMIN_ENDPOINT)
+            {
+                problems.at(
+                    entry.span(),
+                    format!(
+                        "task `{name}` may not call `{}`: only the supervisor revokes DMA clients",
+                        dma::ADMIN_ENDPOINT
+                    ),
+                );
+            }
+        }
         let cap_count = serve.len()
             + call.len()
             + mmio.len()
@@ -730,8 +851,18 @@ fn check(raw: &RawManifest, problems: &mut Problems<'_>) -> Manifest {
             irq,
             share,
             task_control,
+            dma_quota_kib,
+            dma_role,
         });
     }
+    check_dma_server(
+        raw,
+        &tasks,
+        &endpoint_index,
+        &servers,
+        dma_total_kib,
+        problems,
+    );
 
     for (index, endpoint) in raw.endpoint.iter().enumerate() {
         let first = endpoint_index.get(endpoint.name.get_ref().as_str()) == Some(&index);
@@ -746,6 +877,65 @@ fn check(raw: &RawManifest, problems: &mut Problems<'_>) -> Manifest {
         }
     }
     Manifest { tasks, endpoints }
+}
+
+/// The DMA server's rules that span tasks: clients with quotas need the `dma` endpoint served by
+/// the Share holder, whose memory quota holds every window; `dma-admin` is served by the same
+/// task.
+fn check_dma_server(
+    raw: &RawManifest,
+    tasks: &[Task],
+    endpoint_index: &HashMap<&str, usize>,
+    servers: &HashMap<usize, usize>,
+    total_kib: i64,
+    problems: &mut Problems<'_>,
+) {
+    let server_of = |endpoint: &str| {
+        endpoint_index
+            .get(endpoint)
+            .map(|&e| (e, servers.get(&e).copied()))
+    };
+    let client_server = server_of(dma::ENDPOINT);
+    if let Some((admin, Some(admin_server))) = server_of(dma::ADMIN_ENDPOINT)
+        && client_server.and_then(|(_, server)| server) != Some(admin_server)
+    {
+        problems.at(
+            raw.endpoint[admin].name.span(),
+            format!(
+                "endpoint `{}` must be served by the task that serves `{}` (the DMA server)",
+                dma::ADMIN_ENDPOINT,
+                dma::ENDPOINT
+            ),
+        );
+    }
+    let (Some((endpoint, Some(server))), true) = (client_server, total_kib > 0) else {
+        return;
+    };
+    let (Some(task), Some(raw_task)) = (tasks.get(server), raw.task.get(server)) else {
+        return;
+    };
+    if !task.share {
+        problems.at(
+            raw.endpoint[endpoint].name.span(),
+            format!(
+                "endpoint `{}` is served by `{}`, which does not hold Share: tasks with a DMA \
+                 quota need the DMA server",
+                dma::ENDPOINT,
+                task.name
+            ),
+        );
+    }
+    let memory_kib = i64::from(task.memory_pages) * limits::PAGE_KIB;
+    if memory_kib != 0 && memory_kib < total_kib + dma::SERVER_OVERHEAD_KIB {
+        problems.at(
+            raw_task.memory_kib.span(),
+            format!(
+                "the DMA server's memory-kib ({memory_kib}) must hold its clients' windows \
+                 ({total_kib} KiB) plus {} KiB for itself",
+                dma::SERVER_OVERHEAD_KIB
+            ),
+        );
+    }
 }
 
 /// Capability names as the kernel hands them to tasks (name → slot table).
@@ -779,7 +969,53 @@ pub fn caller_badge(task_index: usize) -> u64 {
     task_index as u64 + 1
 }
 
+/// The badge of a task's capability to `endpoint`: the caller badge, with the DMA role bits for
+/// the DMA server's endpoints (`moat_dma_api::badge`).
+fn call_badge(task_index: usize, task: &Task, endpoint: &str) -> u64 {
+    use moat_dma_api::protocol::{Role, badge};
+    let identity = moat_dma_api::ClientIdentity(caller_badge(task_index) as u32);
+    match endpoint {
+        dma::ENDPOINT => badge::encode(
+            identity,
+            match task.dma_role {
+                DmaRole::Client => Role::Client,
+                DmaRole::Observer => Role::Observer,
+            },
+        ),
+        dma::ADMIN_ENDPOINT => badge::encode(identity, Role::Supervisor),
+        _ => caller_badge(task_index),
+    }
+}
+
 impl Manifest {
+    /// The DMA server's configuration: every task with a DMA quota, by identity (its caller
+    /// badge), with the sum of the quotas as the budget.
+    pub fn dma_config(&self) -> moat_dma_api::DmaConfig {
+        let mut config = moat_dma_api::DmaConfig::default();
+        for (index, task) in self.tasks.iter().enumerate() {
+            if let Some(kib) = task.dma_quota_kib {
+                // Cannot fail on a checked manifest (at most MAX_CLIENTS, names of 32).
+                let _ = config.add_client(
+                    moat_dma_api::ClientIdentity(caller_badge(index) as u32),
+                    u64::from(kib) * 1024,
+                    &task.name,
+                );
+            }
+        }
+        config
+    }
+
+    /// The DMA server's configuration blob (postcard), for the task that serves `dma`.
+    pub fn dma_config_blob(&self) -> Vec<u8> {
+        let mut buffer = vec![0u8; moat_abi::MAX_TASK_CONFIG];
+        match self.dma_config().encode(&mut buffer) {
+            Ok(used) => buffer.truncate(used),
+            // A checked manifest always fits; an empty blob registers nobody.
+            Err(_) => buffer.clear(),
+        }
+        buffer
+    }
+
     /// True when there is nothing to pack (the kernel then embeds an empty archive).
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
@@ -804,6 +1040,11 @@ impl Manifest {
                 per_sender: endpoint.per_sender,
             })
             .collect();
+        let dma_server = self
+            .endpoints
+            .iter()
+            .position(|endpoint| endpoint.name == dma::ENDPOINT)
+            .and_then(|e| self.tasks.iter().position(|task| task.serve.contains(&e)));
         let tasks = self
             .tasks
             .iter()
@@ -821,7 +1062,7 @@ impl Manifest {
                         name: cap_names::call(&self.endpoints[e].name),
                         cap: CapSpec::Call {
                             endpoint: e as u16,
-                            badge: caller_badge(index),
+                            badge: call_badge(index, task, &self.endpoints[e].name),
                         },
                     });
                 }
@@ -865,7 +1106,11 @@ impl Manifest {
                         Restart::Restart(max_restarts) => RestartPolicy::Restart { max_restarts },
                     },
                     caps,
-                    config: Vec::new(),
+                    config: if dma_server == Some(index) {
+                        self.dma_config_blob()
+                    } else {
+                        Vec::new()
+                    },
                 }
             })
             .collect();
@@ -1259,6 +1504,156 @@ depth = 2
         // `share = false` is no Share at all.
         let source = GOOD.replace("task-control = true", "task-control = true\nshare = false");
         parse(&source, "x").expect("share = false is fine");
+    }
+
+    /// GOOD with a DMA admin endpoint the supervisor calls, a 256 KiB quota on `blk` and an
+    /// observer (`dmastat`, task index 3).
+    fn with_dma_clients() -> String {
+        GOOD.replace(
+            "serve = [\"dma\"]\nshare = true",
+            "serve = [\"dma\", \"dma-admin\"]\nshare = true",
+        )
+        .replace(
+            "serve = [\"supervisor\"]\n",
+            "serve = [\"supervisor\"]\ncall = [\"dma-admin\"]\n",
+        )
+        .replace("mmio = [", "dma-quota-kib = 256\nmmio = [")
+            + "\n[[endpoint]]\nname = \"dma-admin\"\n\n[[task]]\nname = \"dmastat\"\n\
+               package = \"dmastat\"\npriority = 5\nmemory-kib = 64\ncall = [\"dma\"]\n\
+               dma-role = \"observer\"\n"
+    }
+
+    #[test]
+    fn dma_quotas_and_roles_compile_into_badges_and_the_server_configuration() {
+        use moat_dma_api::ClientIdentity;
+        use moat_dma_api::protocol::{Role, badge};
+        let manifest = parse(&with_dma_clients(), "x").expect("valid");
+        assert_eq!(manifest.tasks[2].dma_quota_kib, Some(256));
+        assert_eq!(manifest.tasks[3].dma_role, DmaRole::Observer);
+        let compiled = manifest.compile();
+        let badge_of = |task: usize, name: &str| {
+            compiled.tasks[task]
+                .caps
+                .iter()
+                .find(|cap| cap.name == name)
+                .map(|cap| match cap.cap {
+                    CapSpec::Call { badge, .. } => badge,
+                    _ => panic!("not a call capability"),
+                })
+        };
+        assert_eq!(
+            badge_of(2, "call:dma"),
+            Some(badge::encode(ClientIdentity(3), Role::Client))
+        );
+        assert_eq!(
+            badge_of(2, "call:supervisor"),
+            Some(3),
+            "other endpoints: plain"
+        );
+        assert_eq!(
+            badge_of(3, "call:dma"),
+            Some(badge::encode(ClientIdentity(4), Role::Observer))
+        );
+        assert_eq!(
+            badge_of(0, "call:dma-admin"),
+            Some(badge::encode(ClientIdentity(1), Role::Supervisor))
+        );
+        // Only the DMA server gets the configuration.
+        let config = moat_dma_api::DmaConfig::decode(&compiled.tasks[1].config).expect("decodes");
+        assert_eq!(config.budget_bytes, 256 * 1024);
+        assert_eq!(config.clients.len(), 1);
+        assert_eq!(config.clients[0].identity, ClientIdentity(3));
+        assert_eq!(config.clients[0].quota_bytes, 256 * 1024);
+        assert_eq!(config.clients[0].name.as_str(), "blk");
+        for (index, task) in compiled.tasks.iter().enumerate() {
+            assert_eq!(task.config.is_empty(), index != 1, "{}", task.name);
+        }
+        // A DMA server without clients still gets a (valid, empty) configuration.
+        let plain = parse(GOOD, "x").expect("valid").compile();
+        assert_eq!(
+            moat_dma_api::DmaConfig::decode(&plain.tasks[1].config)
+                .expect("decodes")
+                .clients
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn dma_keys_are_checked() {
+        let base = with_dma_clients();
+        // A quota on a task that does not call `dma`.
+        let source = base.replace(
+            "call = [\"dma-admin\"]\n",
+            "call = [\"dma-admin\"]\ndma-quota-kib = 64\n",
+        );
+        refused(
+            &source,
+            line_of(&source, "dma-quota-kib = 64"),
+            "has a DMA quota but does not call `dma`",
+        );
+        // Whole pages.
+        let source = base.replace("dma-quota-kib = 256", "dma-quota-kib = 6");
+        refused(
+            &source,
+            line_of(&source, "dma-quota-kib = 6"),
+            "not a multiple of 4",
+        );
+        // The quotas must fit the shareable region together.
+        let source = base
+            .replace("memory-kib = 8192", "memory-kib = 65536")
+            .replace("dma-quota-kib = 256", "dma-quota-kib = 32768")
+            + "dma-quota-kib = 4\n";
+        refused(
+            &source,
+            line_of(&source, "dma-quota-kib = 4\n"),
+            "more than the kernel's shareable region (32768 KiB)",
+        );
+        // The DMA server's memory holds the windows.
+        let source = base.replace("dma-quota-kib = 256", "dma-quota-kib = 8192");
+        refused(
+            &source,
+            line_of(&source, "memory-kib = 8192"),
+            "must hold its clients' windows (8192 KiB) plus 512 KiB",
+        );
+        // Roles.
+        let source = base.replace("\"observer\"", "\"admin\"");
+        refused(
+            &source,
+            line_of(&source, "dma-role"),
+            "`dma-role` must be \"client\" or \"observer\"",
+        );
+        let source = base.replace("call = [\"dma\"]\ndma-role", "dma-role");
+        refused(
+            &source,
+            line_of(&source, "dma-role"),
+            "has a `dma-role` but does not call `dma`",
+        );
+        // Only the supervisor calls dma-admin, and the DMA server serves it.
+        let source = base.replace(
+            "call = [\"dma\", \"supervisor\"]",
+            "call = [\"dma\", \"supervisor\", \"dma-admin\"]",
+        );
+        refused(
+            &source,
+            line_of(&source, "\"dma-admin\"]\ndma-quota-kib"),
+            "only the supervisor revokes DMA clients",
+        );
+        let source = base
+            .replace("serve = [\"dma\", \"dma-admin\"]", "serve = [\"dma\"]")
+            .replace("serve = [\"blk\"]", "serve = [\"blk\", \"dma-admin\"]");
+        refused(
+            &source,
+            line_of(&source, "name = \"dma-admin\""),
+            "must be served by the task that serves `dma`",
+        );
+        // Quotas need the Share holder behind `dma`.
+        let source = base.replace("share = true\n", "");
+        refused(
+            &source,
+            line_of(&source, "name = \"dma\"\ndepth"),
+            "which does not hold Share",
+        );
     }
 
     #[test]

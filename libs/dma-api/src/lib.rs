@@ -6,6 +6,8 @@
 //! - [`Bounce`], [`Grant`], [`InFlight`]: streaming transfers with the Linux DMA API copy rules
 //!   enforced by the types; [`Coherent`] for long-lived structures such as virtqueue rings;
 //! - [`stats`]: the observability figures dmastat prints;
+//! - [`config`]: the server's configuration (client identities and quotas) that `cargo xtask`
+//!   compiles from the manifest;
 //! - [`Window`]: the client's mapping of its shared window. All raw access to shared memory is in
 //!   one private module (`shared`), the only `unsafe` code in the crate.
 //!
@@ -18,6 +20,7 @@ extern crate std;
 
 pub mod bounce;
 pub mod client;
+pub mod config;
 pub mod protocol;
 mod shared;
 pub mod stats;
@@ -31,6 +34,7 @@ pub use bounce::{
     Refused, ToDevice,
 };
 pub use client::{ClientError, DmaClient};
+pub use config::{ClientConfig, DmaConfig};
 pub use protocol::{
     GrantReply, LABEL_REPLY, LABEL_REQUEST, Reply, Request, Response, Role, WINDOW_RIGHTS,
     WindowReply, badge, instance_of,

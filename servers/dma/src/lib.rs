@@ -15,14 +15,18 @@
 //! - [`dispatch`]: decodes `moat-dma-api` requests, takes the caller from the message badge and
 //!   sender, applies roles and manifest quotas, calls the model and encodes the reply.
 //!
+//! - [`syscall_backing`]: the real [`Backing`] over the kernel's MemAlloc (shareable), Share,
+//!   MemMap and capability syscalls;
+//! - [`serve`]: the task's serve loop on the `dma` and `dma-admin` endpoints.
+//!
 //! The wire types (errors, directions, grant ids, statistics) are defined once, in
-//! `moat-dma-api`, and re-exported here. The thin binary (not here yet: it needs the kernel's
-//! Share syscalls) runs `Dispatcher::handle_message` in its serve loop.
+//! `moat-dma-api`, and re-exported here. The thin binary (`src/main.rs`, bin `dma`) reads its
+//! configuration from the task information page and runs [`serve::Serve`].
 #![no_std]
-// Tests implement the `Syscalls` trait, whose raw entry point is an `unsafe fn`; nothing else
-// may use `unsafe`.
-#![cfg_attr(not(test), forbid(unsafe_code))]
-#![cfg_attr(test, deny(unsafe_code))]
+// Only `syscall_backing` may use `unsafe` (the Share and Unshare wrappers and the raw MemAlloc
+// with flags are `unsafe fn`s); tests implement the `Syscalls` trait, whose raw entry point is
+// one too.
+#![deny(unsafe_code)]
 
 extern crate alloc;
 #[cfg(test)]
@@ -35,13 +39,18 @@ pub mod error;
 pub mod fake;
 pub mod grant;
 pub mod pool;
+pub mod serve;
 pub mod server;
 pub mod stats;
+#[allow(unsafe_code)]
+pub mod syscall_backing;
 
 #[cfg(test)]
 mod dispatch_tests;
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod serve_tests;
 #[cfg(test)]
 mod server_tests;
 
@@ -50,5 +59,7 @@ pub use dispatch::{Caller, Dispatcher, Outcome};
 pub use error::DmaError;
 pub use grant::{ClientIdentity, ClientRef, Direction, GrantId, GrantKind, InstanceGeneration};
 pub use pool::{SlotPool, SlotRun};
+pub use serve::{Endpoints, Serve};
 pub use server::{DmaServer, GrantInfo, ServerConfig, Supervisor, WindowInfo};
 pub use stats::{ClientStats, DmaStats, Event, EventKind};
+pub use syscall_backing::SyscallBacking;

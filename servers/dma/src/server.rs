@@ -255,16 +255,18 @@ impl<B: Backing> DmaServer<B> {
 
     /// Supervisor only: the client died. Its window is unmapped from the dead instance and its
     /// grants go to quarantine. Returns the number of slots quarantined by this call.
+    ///
+    /// An identity without a window is [`DmaError::NotRegistered`], which is not counted as a
+    /// failure: the supervisor revokes every task that ends, and most are no DMA clients.
     pub fn revoke(
         &mut self,
         _authority: &Supervisor,
         identity: ClientIdentity,
     ) -> Result<u64, DmaError> {
-        let result = match self.clients.contains_key(&identity) {
+        match self.clients.contains_key(&identity) {
             true => Ok(self.quarantine_client(identity)),
             false => Err(DmaError::NotRegistered),
-        };
-        self.note(identity, result)
+        }
     }
 
     /// Supervisor only: the client is gone for good. Its window is made private, zeroed and

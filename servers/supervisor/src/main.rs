@@ -14,8 +14,18 @@ mod task {
             .map_err(|_| Error::InvalidCapability)?;
         let tasks = caps::expect("task-control", CapabilityKind::TaskControl)
             .map_err(|_| Error::InvalidCapability)?;
-        log::info!("watching for task faults");
-        moat_supervisor::serve(&Kernel, endpoint, tasks)
+        // Present when the system has a DMA server (docs/manifest.md).
+        let dma_admin = caps::expect("call:dma-admin", CapabilityKind::Endpoint).ok();
+        log::info!(
+            "watching for task faults{}",
+            if dma_admin.is_some() {
+                "; revoking DMA grants of ended tasks"
+            } else {
+                ""
+            }
+        );
+        let caps = moat_supervisor::Capabilities { tasks, dma_admin };
+        moat_supervisor::serve(&Kernel, endpoint, caps)
     }
 }
 

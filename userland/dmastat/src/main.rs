@@ -1,6 +1,8 @@
 //! `dmastat`: asks the DMA server for its figures and prints them as tables (like SWIOTLB's
-//! debugfs). Needs an endpoint capability named `dma` to the DMA server; with an observer badge
-//! it sees every client and event, with a plain client badge only its own.
+//! debugfs). Needs an endpoint capability named `call:dma` to the DMA server; with an observer badge
+//! it sees every client and event, with a plain client badge only its own. It first waits until
+//! the server has been quiet (no new event) for a second, staying runnable, so it prints after
+//! the workloads and before lower-priority tasks (the demo) run.
 //!
 //! On the host this binary only prints a note: it is a task for `aarch64-unknown-none`.
 #![cfg_attr(target_os = "none", no_std)]
@@ -20,6 +22,13 @@ mod task {
     /// Exit code when the server cannot be reached or refuses.
     const EXIT_NO_SERVER: u64 = 2;
 
+    /// The server counts as settled once it has recorded no event for this long...
+    const QUIET_NS: u64 = 1_000_000_000;
+    /// ...polled this often...
+    const POLL_NS: u64 = 50_000_000;
+    /// ...and dmastat prints after this long at the latest.
+    const SETTLE_MAX_NS: u64 = 60_000_000_000;
+
     /// Writes straight to the console.
     struct Console;
 
@@ -38,7 +47,7 @@ mod task {
     }
 
     fn main() -> u64 {
-        let endpoint = match moat_userlib::caps::expect("dma", CapabilityKind::Endpoint) {
+        let endpoint = match moat_userlib::caps::expect("call:dma", CapabilityKind::Endpoint) {
             Ok(slot) => slot,
             Err(error) => {
                 log::error!("no DMA server endpoint: {error}");
@@ -46,12 +55,45 @@ mod task {
             }
         };
         let client = DmaClient::new(Kernel, endpoint);
+        if let Err(error) = settle(&client) {
+            log::error!("{error}");
+            return EXIT_NO_SERVER;
+        }
         match print(&client) {
             Ok(()) => 0,
             Err(error) => {
                 log::error!("{error}");
                 EXIT_NO_SERVER
             }
+        }
+    }
+
+    /// Waits until the workloads are done with DMA: no new server event for [`QUIET_NS`].
+    ///
+    /// dmastat stays runnable meanwhile (it yields, it never sleeps), so tasks of lower priority
+    /// — `demo`, which powers the system off once no other task is runnable — cannot run before
+    /// it has printed, while the workloads (of higher priority) run whenever they can.
+    fn settle(client: &DmaClient<Kernel>) -> Result<(), ClientError> {
+        let start = Kernel.time();
+        let mut last: Option<u64> = None;
+        let mut last_change = start;
+        let mut last_poll = 0;
+        loop {
+            let now = Kernel.time();
+            if now.saturating_sub(start) >= SETTLE_MAX_NS {
+                return Ok(());
+            }
+            if now.saturating_sub(last_poll) >= POLL_NS {
+                last_poll = now;
+                let events = client.stats()?.events;
+                if last != Some(events) {
+                    last = Some(events);
+                    last_change = now;
+                } else if now.saturating_sub(last_change) >= QUIET_NS {
+                    return Ok(());
+                }
+            }
+            Kernel.yield_now();
         }
     }
 

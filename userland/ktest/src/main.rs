@@ -13,7 +13,10 @@
 //! - `ktest-irq`: drives the PL031 real-time clock's alarm and reports the interrupt it
 //!   receives as a notification;
 //! - `ktest-canary`: keeps a page of a recognisable pattern in its private memory, for the
-//!   host-side confidentiality scan (`cargo xtask test` greps guest RAM for it in a Realm).
+//!   host-side confidentiality scan (`cargo xtask test` greps guest RAM for it in a Realm);
+//! - `ktest-dma`: a client of the real DMA server (`dma`): registers, maps each direction,
+//!   bounces data, unmaps and checks the server's figures; then ends with a grant outstanding,
+//!   and its restarted instance checks that the supervisor's revoke put it in quarantine.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -35,6 +38,8 @@ mod task {
     const IRQ_SEEN: u32 = 8;
     const CANARY_READY: u32 = 10;
     const EXIT_WITHOUT_REPLY: u32 = 9;
+    const DMA_DONE: u32 = 12;
+    const DMA_RESTARTED: u32 = 14;
 
     fn cap(name: &str, kind: CapabilityKind) -> Result<CapSlot, Error> {
         caps::expect(name, kind).map_err(|_| Error::InvalidCapability)
@@ -48,6 +53,7 @@ mod task {
             "ktest-fuzz" => fuzz(),
             "ktest-irq" => irq_task(),
             "ktest-canary" => canary(),
+            "ktest-dma" => dma_client(),
             other => {
                 log::error!("no ktest role named {other}");
                 Ok(1)
@@ -298,6 +304,244 @@ mod task {
         Ok(0)
     }
 
+    // ---- a client of the real DMA server ---------------------------------------------------------
+
+    /// The DMA quota of `ktest-dma` in build/system-ktest.toml.
+    const DMA_WINDOW: u64 = 64 * 1024;
+    /// Slots of the grant the first instance leaves behind when it ends (4 KiB, 2 KiB slots).
+    const DMA_KEPT_SLOTS: u64 = 2;
+
+    /// Runs the DMA checks of this instance and reports the outcome to the runner: an empty
+    /// payload for success, else the reason. The first instance then exits with status 1 and a
+    /// grant outstanding, so the supervisor revokes it and restarts it.
+    fn dma_client() -> Result<u64, Error> {
+        let kernel = Kernel;
+        let runner = cap("call:ktest", CapabilityKind::Endpoint)?;
+        let dma = cap("call:dma", CapabilityKind::Endpoint)?;
+        let generation = moat_userlib::task::id().map_or(0, TaskId::generation);
+        let mut client = moat_dma_api::DmaClient::new(Kernel, dma)
+            .with_timeout(Timeout::from_milliseconds(5000));
+        let (label, outcome) = if generation == 0 {
+            (DMA_DONE, dma_first_run(&kernel, dma, &mut client))
+        } else {
+            (DMA_RESTARTED, dma_after_restart(&mut client))
+        };
+        let why = outcome.as_ref().err().map_or("", |why| why.as_str());
+        let bytes = &why.as_bytes()[..why.len().min(moat_abi::MAX_PAYLOAD)];
+        let report = Message::new(label, bytes).unwrap_or_else(|_| Message::empty(label));
+        kernel.send(runner, &report)?;
+        // The first instance ends with a grant outstanding (kept in `dma_first_run`'s result):
+        // a non-zero status, so the supervisor revokes it and restarts it.
+        Ok(u64::from(generation == 0 && outcome.is_ok()))
+    }
+
+    fn dma_first_run(
+        kernel: &Kernel,
+        dma: CapSlot,
+        client: &mut moat_dma_api::DmaClient<Kernel>,
+    ) -> Outcome {
+        use moat_dma_api::{Bidirectional, Bounce, ClientError, DmaError, FromDevice, ToDevice};
+        let e = |what: &str, error: ClientError| to_string(format_args!("{what}: {error}"));
+        let window = client.register(None).map_err(|x| e("register", x))?;
+        if window.size != DMA_WINDOW || window.reset_pending {
+            return fail(format_args!("window {window:?}"));
+        }
+        let inside = |address: u64, len: usize| {
+            address >= window.device_base
+                && address + len as u64 <= window.device_base + window.size
+        };
+        let before = client.stats().map_err(|x| e("stats", x))?;
+
+        let coherent = client
+            .alloc_coherent(256, 64)
+            .map_err(|x| e("alloc_coherent", x))?;
+        if !coherent.write_u32(8, 0xfeed_f00d) || coherent.read_u32(8) != Some(0xfeed_f00d) {
+            return fail(format_args!("coherent memory does not keep a word"));
+        }
+
+        // To the device: copied in; the device address lies in the window.
+        let data: [u8; 1000] = core::array::from_fn(|i| (i * 7 + 3) as u8);
+        let grant = client
+            .map::<ToDevice>(data.len(), 0, 0)
+            .map_err(|x| e("map to-device", x))?;
+        let stale_id = grant.id();
+        let in_flight = Bounce::to_device(grant, &data)
+            .map_err(|r| to_string(format_args!("{:?}", r.error)))?;
+        if !inside(in_flight.device_address(), in_flight.len()) {
+            return fail(format_args!("grant at {:#x}", in_flight.device_address()));
+        }
+        client
+            .unmap(in_flight.complete())
+            .map_err(|x| e("unmap to-device", x))?;
+
+        // From the device: zeroed before the device runs, so a device that writes nothing
+        // leaves zeros, never older bytes.
+        let grant = client
+            .map::<FromDevice>(512, 0, 0)
+            .map_err(|x| e("map from-device", x))?;
+        let in_flight = Bounce::from_device(grant, 512)
+            .map_err(|r| to_string(format_args!("{:?}", r.error)))?;
+        let mut out = [0xaau8; 512];
+        let grant = in_flight
+            .complete(&mut out)
+            .map_err(|r| to_string(format_args!("{:?}", r.error)))?;
+        if out.iter().any(|byte| *byte != 0) {
+            return fail(format_args!("from-device buffer not initialised"));
+        }
+        client.unmap(grant).map_err(|x| e("unmap from-device", x))?;
+
+        // Both ways: what went in comes back out (no device wrote in between).
+        let grant = client
+            .map::<Bidirectional>(300, 0, 0)
+            .map_err(|x| e("map bidirectional", x))?;
+        let in_flight = Bounce::bidirectional(grant, &data[..300])
+            .map_err(|r| to_string(format_args!("{:?}", r.error)))?;
+        let mut back = [0u8; 300];
+        let grant = in_flight
+            .complete(&mut back)
+            .map_err(|r| to_string(format_args!("{:?}", r.error)))?;
+        if back != data[..300] {
+            return fail(format_args!("bidirectional bytes changed in the window"));
+        }
+        client
+            .unmap(grant)
+            .map_err(|x| e("unmap bidirectional", x))?;
+
+        // A grant id is dead after its unmap.
+        let mut request = Message::empty(0);
+        moat_dma_api::Request::Unmap { id: stale_id }
+            .encode(&mut request)
+            .map_err(|x| to_string(format_args!("{x}")))?;
+        kernel
+            .call(dma, &mut request, Timeout::from_milliseconds(5000))
+            .map_err(|x| to_string(format_args!("stale unmap: {x:?}")))?;
+        match moat_dma_api::protocol::decode_reply(&request) {
+            Err(DmaError::UnknownGrant) => {}
+            other => return fail(format_args!("stale unmap answered {other:?}")),
+        }
+        // More than the window is the client's quota error.
+        match client.map::<ToDevice>(DMA_WINDOW as usize + 2048, 0, 0) {
+            Err(ClientError::Dma(DmaError::QuotaExceeded)) => {}
+            other => return fail(format_args!("over-quota map gave {:?}", other.map(drop))),
+        }
+        // Observer-only requests are refused to a client.
+        match client.reset_high_water() {
+            Err(ClientError::Dma(DmaError::Denied)) => {}
+            other => return fail(format_args!("reset_high_water gave {other:?}")),
+        }
+
+        let after = client.stats().map_err(|x| e("stats", x))?;
+        let expect = [
+            ("maps", after.maps - before.maps, 3),
+            ("unmaps", after.unmaps - before.unmaps, 3),
+            (
+                "coherent",
+                after.coherent_allocs - before.coherent_allocs,
+                1,
+            ),
+            (
+                "bytes to device",
+                after.bytes_to_device - before.bytes_to_device,
+                1000 + 300,
+            ),
+            (
+                "bytes from device",
+                after.bytes_from_device - before.bytes_from_device,
+                512 + 300,
+            ),
+            ("grants", after.grants, 1),
+        ];
+        for (what, got, want) in expect {
+            if got != want {
+                return fail(format_args!("{what}: {got}, expected {want}"));
+            }
+        }
+        let mine = client
+            .client_stats(None)
+            .map_err(|x| e("client stats", x))?
+            .ok_or_else(|| to_string(format_args!("no figures for this client")))?;
+        // Its own failures: the stale unmap, the over-quota map and the observer request.
+        if mine.window_bytes != DMA_WINDOW
+            || mine.grants != 1
+            || mine.used_slots != 1
+            || mine.failures != 3
+        {
+            return fail(format_args!("client figures {mine:?}"));
+        }
+        log::info!(
+            "dma: window {} KiB at {:#x}, {} maps, {} B to and {} B from the device, {} failures",
+            window.size / 1024,
+            window.device_base,
+            after.maps,
+            after.bytes_to_device,
+            after.bytes_from_device,
+            after.failures
+        );
+        // Time map + unmap pairs through the real server (two IPC round trips each).
+        const ROUNDS: u64 = 1000;
+        let start = kernel.time();
+        for _ in 0..ROUNDS {
+            let grant = client
+                .map::<ToDevice>(2048, 0, 0)
+                .map_err(|x| e("timed map", x))?;
+            client.unmap(grant).map_err(|x| e("timed unmap", x))?;
+        }
+        log::info!(
+            "dma: {ROUNDS} map + unmap pairs through the server in {} us ({} ns a pair)",
+            (kernel.time() - start) / 1000,
+            (kernel.time() - start) / ROUNDS
+        );
+        // Leave a from-device grant outstanding: this instance ends as if its device were
+        // still writing there.
+        // (With the coherent allocation, 3 slots stay allocated.)
+        let _kept = client
+            .map::<FromDevice>(4096, 0, 0)
+            .map_err(|x| e("map kept", x))?;
+        Ok(())
+    }
+
+    fn dma_after_restart(client: &mut moat_dma_api::DmaClient<Kernel>) -> Outcome {
+        let e = |what: &str, error: moat_dma_api::ClientError| {
+            to_string(format_args!("{what}: {error}"))
+        };
+        // Before registering: the supervisor has revoked the old instance (it has none now)
+        // and its grants sit in quarantine.
+        let seen = client
+            .client_stats(None)
+            .map_err(|x| e("client stats", x))?
+            .ok_or_else(|| to_string(format_args!("no figures for this client")))?;
+        // The kept grant and the coherent allocation (1 slot) of the first instance.
+        if seen.instance.is_some() || seen.quarantined_slots != DMA_KEPT_SLOTS + 1 {
+            return fail(format_args!("before registering: {seen:?}"));
+        }
+        let window = client.register(None).map_err(|x| e("register", x))?;
+        if !window.reset_pending || window.size != DMA_WINDOW {
+            return fail(format_args!("window after restart {window:?}"));
+        }
+        let reclaimed = client
+            .reset_complete()
+            .map_err(|x| e("reset_complete", x))?;
+        if reclaimed != DMA_KEPT_SLOTS + 1 {
+            return fail(format_args!("{reclaimed} slots reclaimed"));
+        }
+        let grant = client
+            .map::<moat_dma_api::ToDevice>(DMA_WINDOW as usize / 2, 0, 0)
+            .map_err(|x| e("map after reclaim", x))?;
+        client.unmap(grant).map_err(|x| e("unmap", x))?;
+        Ok(())
+    }
+
+    fn dma_report(kernel: &Kernel, inbox: CapSlot, label: u32) -> Outcome {
+        match wait_for(kernel, inbox, label, 30_000) {
+            Ok(m) if m.payload().is_empty() => Ok(()),
+            Ok(m) => fail(format_args!(
+                "{}",
+                core::str::from_utf8(m.payload()).unwrap_or("?")
+            )),
+            Err(error) => fail(format_args!("no report from ktest-dma: {error:?}")),
+        }
+    }
+
     // ---- the runner -----------------------------------------------------------------------------
 
     struct Report {
@@ -370,6 +614,14 @@ mod task {
             wait_for(&kernel, inbox, CANARY_READY, 10_000)
                 .map(drop)
                 .map_err(|e| to_string(format_args!("{e:?}"))),
+        );
+        report.check(
+            "dma-client-through-real-server",
+            dma_report(&kernel, inbox, DMA_DONE),
+        );
+        report.check(
+            "dma-revoke-quarantine-restart",
+            dma_report(&kernel, inbox, DMA_RESTARTED),
         );
         measure_ipc(&kernel, echo, 10_000);
 

@@ -65,7 +65,36 @@ pub const MEASUREMENTS: &[Measurement] = &[
         label: "boot to `moat: ready`, Realm under realm-sim and plain guest (QEMU, wall clock)",
         run: boot_to_ready,
     },
+    Measurement {
+        label: "bulk TCP over QEMU user networking, 64 MiB each way (build/system-net.toml)",
+        run: net_tcp,
+    },
 ];
+
+/// `net_tcp_tx_MBps` (guest → host) and `net_tcp_rx_MBps` (host → guest): the network system
+/// booted as the plain guest, 64 MiB from netdemo's source and into its sink
+/// (crate::net_tests).
+fn net_tcp(bench: &mut Bench) -> Result<Outcome> {
+    qemu::ensure_installed()?;
+    let paths = SystemPaths::other_system(
+        &bench.workspace,
+        &bench
+            .workspace
+            .root
+            .join(crate::net_tests::NET_MANIFEST_PATH),
+    );
+    let image = workspace::build_system(&bench.workspace, &paths)
+        .with_context(|| format!("building {}", crate::net_tests::NET_MANIFEST_PATH))?;
+    let disk = bench.workspace.output_dir().join("bench-net-disk.img");
+    workspace::ensure_disk(&disk)?;
+    let values = crate::net_tests::bench(&image, &disk)?;
+    Ok(Outcome::Values(
+        values
+            .into_iter()
+            .map(|(name, value)| (name, round(value, 2)))
+            .collect(),
+    ))
+}
 
 /// The shared context of one `cargo xtask bench` run.
 pub struct Bench {

@@ -12,6 +12,7 @@ mod boot_tests;
 mod console;
 mod image;
 mod manifest;
+mod net_tests;
 mod qemu;
 mod realm;
 mod system;
@@ -100,7 +101,13 @@ fn run(options: RunOptions) -> Result<ExitCode> {
         gdb: options.gdb,
         kernel_args: options.kernel_args.clone(),
     };
-    let command = qemu::command(&image, &setup);
+    // Host ports on 127.0.0.1 forwarded to the guest's network services (net_tests).
+    let forwards = net_tests::Forwards::pick()?;
+    let mut command = std::process::Command::new(qemu::QEMU);
+    command.args(net_tests::with_forwards(
+        qemu::arguments(&image, &setup),
+        &forwards,
+    ));
     eprintln!("xtask: {}", qemu::command_text(&command));
     match &mode {
         qemu::Mode::Realm(realm) => {
@@ -135,7 +142,12 @@ fn run(options: RunOptions) -> Result<ExitCode> {
     }
     eprintln!("xtask:   kernel ELF {}", workspace.kernel_elf().display());
     eprintln!("xtask:   disk       {} (virtio-blk)", disk.display());
-    eprintln!("xtask:   network    virtio-net on QEMU user networking (no host port forwarded)");
+    eprintln!(
+        "xtask:   network    virtio-net on QEMU user networking; {} (build/system-net.toml \
+         serves them: curl http://127.0.0.1:{}/)",
+        forwards.describe(),
+        forwards.http
+    );
     if options.gdb {
         eprintln!(
             "xtask: QEMU is halted waiting for a debugger on localhost:1234. Attach with:\n    \
@@ -255,6 +267,22 @@ fn test(options: TestOptions) -> Result<ExitCode> {
                     outcome.elapsed.as_secs_f64()
                 );
                 results.push((label, outcome.problems.is_empty()));
+            }
+            // The network system, driven from the host (net_tests).
+            println!("==== network system: {} ====", net_tests::NET_MANIFEST_PATH);
+            let net_paths = SystemPaths::other_system(
+                &workspace,
+                &workspace.root.join(net_tests::NET_MANIFEST_PATH),
+            );
+            if let Some(net_image) = record(
+                &mut results,
+                "network system build",
+                workspace::build_system(&workspace, &net_paths),
+            ) {
+                let net = net_tests::run_tests(&workspace, &net_image, &log_dir);
+                if let Some(net_results) = record(&mut results, "network tests", net) {
+                    results.extend(net_results);
+                }
             }
         }
     }

@@ -17,7 +17,8 @@ mod task {
     use moat_ipc::Server;
     use moat_net_api::{MacAddress, MappedRegion, NetProtocol, REGION_PAGES};
     use moat_userlib::{Kernel, Syscalls, caps, memory};
-    use moat_virtio::{MmioRegion, Transport, mmio::REGION_SIZE};
+    use moat_virtio::mmio::{MAGIC, REGION_SIZE, register};
+    use moat_virtio::{Mmio, MmioRegion, Transport};
     use moat_virtio_net::NetDevice;
     use moat_virtio_net::server::{NetServer, Platform};
 
@@ -27,6 +28,24 @@ mod task {
     pub const IRQ_BIT: u32 = 0;
     /// Exit code after a device fault (the supervisor restarts the task).
     const EXIT_FAULT: u64 = 3;
+    /// VirtIO device type of a network card.
+    const NETWORK_DEVICE_ID: u32 = 1;
+    /// Distance between virtio-mmio slots (QEMU `virt`: 0x200).
+    const SLOT_STRIDE: usize = 0x200;
+    /// The MMIO capability maps the whole page holding the slot.
+    const PAGE: usize = 4096;
+
+    /// The offset in the mapped page of the (modern) network device's register block.
+    fn find_slot(page: &MmioRegion, len: usize) -> Option<usize> {
+        (0..len)
+            .step_by(SLOT_STRIDE)
+            .take_while(|offset| offset + REGION_SIZE <= len)
+            .find(|&offset| {
+                page.read32(offset + register::MAGIC_VALUE) == MAGIC
+                    && page.read32(offset + register::VERSION) == 2
+                    && page.read32(offset + register::DEVICE_ID) == NETWORK_DEVICE_ID
+            })
+    }
 
     struct TaskPlatform {
         irq: CapSlot,
@@ -78,12 +97,23 @@ mod task {
 
         let mut dma = DmaClient::new(Kernel, dma_endpoint);
         dma.register(None).map_err(|_| "dma register")?;
-        let registers = memory::map_mmio(&Kernel, mmio, Rights::READ | Rights::WRITE, REGION_SIZE)
+        let registers = memory::map_mmio(&Kernel, mmio, Rights::READ | Rights::WRITE, PAGE)
             .map_err(|_| "mmio map")?;
-        // SAFETY: the register block was just mapped as device memory for the task's life and
-        // is reached only through this value.
-        let region =
+        // SAFETY: the page holding the slot's register block was just mapped as device memory
+        // for the task's life; only MmioRegion's volatile accesses touch it.
+        let page =
             unsafe { MmioRegion::new(registers.as_ptr(), registers.len()) }.ok_or("mmio region")?;
+        // The capability maps a whole page; the slot is somewhere in it.
+        let offset = find_slot(&page, registers.len()).ok_or("no virtio-net slot in the page")?;
+        // SAFETY: as for `page`: `offset` + the register block lies inside the same mapping
+        // (find_slot checked it), and the page-wide region is not used again.
+        let region = unsafe {
+            MmioRegion::new(
+                registers.as_ptr().wrapping_add(offset),
+                registers.len() - offset,
+            )
+        }
+        .ok_or("mmio region")?;
         let transport = Transport::probe(region).map_err(|_| "no virtio-mmio device")?;
         // NetDevice::new resets the device first: from here the old instance's grants (if any)
         // are safe to release.

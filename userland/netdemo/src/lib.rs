@@ -1,5 +1,6 @@
-//! netdemo: a TCP echo service (port 7) and a small HTTP status page (port 80) on the Moat
-//! network stack. The services are state machines over `smoltcp` sockets, host-tested with two
+//! netdemo: a TCP echo service (port 7), a small HTTP status page (port 80), a sink (port 9:
+//! reads and discards, then answers with the byte count) and a source (port 19: sends
+//! [`source_byte`] until the peer closes) on the Moat network stack. The services are state machines over `smoltcp` sockets, host-tested with two
 //! stacks on an in-memory cable; the binary wires them to the virtio-net driver.
 #![no_std]
 #![deny(missing_docs)]
@@ -24,6 +25,13 @@ use moat_net_api::Counters;
 pub const ECHO_PORT: u16 = 7;
 /// The HTTP service's port.
 pub const HTTP_PORT: u16 = 80;
+/// The sink's port: everything received is counted and dropped; when the peer has finished
+/// sending, the sink answers `received <count>\n` and closes.
+pub const SINK_PORT: u16 = 9;
+/// The source's port: sends [`source_byte`] of the stream offset until the peer closes.
+pub const SOURCE_PORT: u16 = 19;
+/// Socket buffer size of the sink and the source, each way.
+pub const BULK_BUFFER: usize = 64 * 1024;
 /// Socket buffer size for each echo connection, each way.
 pub const ECHO_BUFFER: usize = 16 * 1024;
 /// Socket buffer size for each HTTP connection, each way.
@@ -40,6 +48,44 @@ pub struct ServiceStats {
     pub echo_bytes: u64,
     /// HTTP requests answered.
     pub http_requests: u64,
+    /// Bytes the sink received.
+    pub sink_bytes: u64,
+    /// Bytes the source sent.
+    pub source_bytes: u64,
+}
+
+/// Byte `offset` of the source's stream (and of what the host tests send): a pattern with a
+/// period (251, a prime) that no power-of-two segment size lines up with.
+pub const fn source_byte(offset: u64) -> u8 {
+    (offset % 251) as u8
+}
+
+/// What `GET /kill?task=<index>` asks for: the task at manifest index `index` killed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KillRequest {
+    /// The task's manifest index.
+    pub task: u16,
+}
+
+/// The task index in a `GET /kill?task=<index> ` request line, if it is one.
+pub fn kill_request(line: &[u8]) -> Option<Option<KillRequest>> {
+    let rest = line.strip_prefix(b"GET /kill")?;
+    let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    let query = &rest[..end];
+    if query.is_empty() {
+        return Some(None);
+    }
+    let digits = query.strip_prefix(b"?task=")?;
+    let text = core::str::from_utf8(digits).ok()?;
+    Some(text.parse::<u16>().ok().map(|task| KillRequest { task }))
+}
+
+struct Bulk {
+    handle: SocketHandle,
+    /// Sink: bytes received on this connection; source: bytes sent on it.
+    count: u64,
+    /// Sink: the count has been answered.
+    done: bool,
 }
 
 struct HttpConnection {
@@ -52,7 +98,11 @@ struct HttpConnection {
 pub struct Services {
     echo: Vec<(SocketHandle, bool)>,
     http: Vec<HttpConnection>,
+    sink: Option<Bulk>,
+    source: Option<Bulk>,
     stats: ServiceStats,
+    kill_allowed: bool,
+    kill: Option<KillRequest>,
 }
 
 impl core::fmt::Debug for Services {
@@ -86,8 +136,37 @@ impl Services {
                     answered: false,
                 })
                 .collect(),
+            sink: None,
+            source: None,
             stats: ServiceStats::default(),
+            kill_allowed: false,
+            kill: None,
         }
+    }
+
+    /// Adds the sink (port [`SINK_PORT`]) and the source (port [`SOURCE_PORT`]), one
+    /// connection at a time each.
+    pub fn with_bulk<L: Link>(mut self, stack: &mut Stack<L>) -> Services {
+        let sockets = stack.sockets();
+        let mut bulk = || Bulk {
+            handle: sockets.add(tcp_socket(BULK_BUFFER)),
+            count: 0,
+            done: false,
+        };
+        self.sink = Some(bulk());
+        self.source = Some(bulk());
+        self
+    }
+
+    /// Lets `GET /kill?task=<index>` request a kill (taken with [`Services::take_kill`]); the
+    /// task must hold TaskControl. Refused with 403 otherwise.
+    pub fn allow_kill(&mut self, allowed: bool) {
+        self.kill_allowed = allowed;
+    }
+
+    /// A kill requested over HTTP and answered (202), to be carried out by the caller.
+    pub fn take_kill(&mut self) -> Option<KillRequest> {
+        self.kill.take()
     }
 
     /// What the services have done.
@@ -133,6 +212,59 @@ impl Services {
                 socket.close();
             }
         }
+        if let Some(sink) = &mut self.sink {
+            let socket = sockets.get_mut::<tcp::Socket<'_>>(sink.handle);
+            if !socket.is_open() {
+                sink.count = 0;
+                sink.done = false;
+                let _ = socket.listen(SINK_PORT);
+            }
+            while socket.can_recv() {
+                match socket.recv(|data| (data.len(), data.len())) {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => {
+                        sink.count += read as u64;
+                        self.stats.sink_bytes += read as u64;
+                        progress = true;
+                    }
+                }
+            }
+            if socket.state() == tcp::State::CloseWait && !sink.done {
+                let mut answer = String::new();
+                let _ = writeln!(answer, "received {}", sink.count);
+                let _ = socket.send_slice(answer.as_bytes());
+                socket.close();
+                sink.done = true;
+                progress = true;
+            }
+        }
+        if let Some(source) = &mut self.source {
+            let socket = sockets.get_mut::<tcp::Socket<'_>>(source.handle);
+            if !socket.is_open() {
+                source.count = 0;
+                let _ = socket.listen(SOURCE_PORT);
+            }
+            if socket.state() == tcp::State::CloseWait {
+                socket.close();
+            }
+            while socket.can_send() && socket.may_send() {
+                let start = source.count;
+                let sent = socket.send(|buffer| {
+                    for (i, byte) in buffer.iter_mut().enumerate() {
+                        *byte = source_byte(start + i as u64);
+                    }
+                    (buffer.len(), buffer.len())
+                });
+                match sent {
+                    Ok(0) | Err(_) => break,
+                    Ok(sent) => {
+                        source.count += sent as u64;
+                        self.stats.source_bytes += sent as u64;
+                        progress = true;
+                    }
+                }
+            }
+        }
         for connection in &mut self.http {
             let socket = sockets.get_mut::<tcp::Socket<'_>>(connection.handle);
             if !socket.is_open() {
@@ -159,7 +291,17 @@ impl Services {
                 }
                 continue;
             }
-            let response = respond(&connection.request, complete, &self.stats, &page);
+            let line = connection
+                .request
+                .split(|&b| b == b'\r')
+                .next()
+                .unwrap_or(&[]);
+            let response = match kill_request(line) {
+                Some(request) if complete => {
+                    kill_response(request, self.kill_allowed, &mut self.kill)
+                }
+                _ => respond(&connection.request, complete, &self.stats, &page),
+            };
             let _ = socket.send_slice(response.as_bytes());
             socket.close();
             connection.answered = true;
@@ -168,6 +310,39 @@ impl Services {
         }
         progress
     }
+}
+
+/// The answer to `GET /kill[?task=<index>]`: 202 and the request recorded in `pending` when
+/// kills are `allowed`, otherwise 403; 400 without a valid index.
+fn kill_response(
+    request: Option<KillRequest>,
+    allowed: bool,
+    pending: &mut Option<KillRequest>,
+) -> String {
+    let (status, body) = match (request, allowed) {
+        (_, false) => (
+            "403 Forbidden",
+            String::from("this netdemo holds no task-control\n"),
+        ),
+        (None, true) => ("400 Bad Request", String::from("want /kill?task=<index>\n")),
+        (Some(request), true) => {
+            *pending = Some(request);
+            let mut body = String::new();
+            let _ = writeln!(body, "killing task {}", request.task);
+            ("202 Accepted", body)
+        }
+    };
+    http_response(status, &body)
+}
+
+fn http_response(status: &str, body: &str) -> String {
+    let mut response = String::new();
+    let _ = write!(
+        response,
+        "HTTP/1.0 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    response
 }
 
 /// The HTTP/1.0 response to `request` (`complete`: its head ended with a blank line).
@@ -246,6 +421,11 @@ pub fn status_page(
         out,
         "echo: {} connections, {} bytes; http: {} requests",
         stats.echo_connections, stats.echo_bytes, stats.http_requests
+    );
+    let _ = writeln!(
+        out,
+        "sink: {} bytes; source: {} bytes",
+        stats.sink_bytes, stats.source_bytes
     );
 }
 

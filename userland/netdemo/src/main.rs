@@ -1,6 +1,9 @@
 //! The netdemo task: brings up the network stack on the virtio-net driver (DHCP, falling back
 //! to 10.0.2.15/24 via 10.0.2.2) and serves TCP echo on port 7 and a status page over HTTP on
-//! port 80. Capabilities (manifest): `call:net`.
+//! port 80, a sink on port 9 and a source on port 19. Capabilities (manifest): `call:net`;
+//! optionally `task-control` (test systems only: build/system-net.toml), which lets
+//! `GET /kill?task=<index>` kill the task at that manifest index (the host tests kill the driver
+//! mid-transfer with it).
 //!
 //! If the driver dies (it is restarted by the supervisor), calls fail with `Dead`; the task
 //! attaches its frame region again and carries on (open connections time out or recover).
@@ -16,13 +19,15 @@ mod task {
     use alloc::format;
     use alloc::string::String;
 
-    use moat_abi::{CapabilityKind, Rights, Timeout};
+    use moat_abi::{CapSlot, CapabilityKind, ENTROPY_RNDR, Rights, Timeout};
     use moat_net::link::NetApiLink;
     use moat_net::stack::Addressing;
     use moat_net::{Entropy, Stack, StackConfig};
     use moat_net_api::{Counters, MappedRegion, NetClient, REGION_PAGES};
-    use moat_userlib::{Kernel, Syscalls, caps, memory};
-    use netdemo::{ECHO_PORT, HTTP_PORT, Services, status_page};
+    use moat_userlib::{Kernel, Syscalls, caps, memory, task};
+    use netdemo::{
+        ECHO_PORT, HTTP_PORT, KillRequest, SINK_PORT, SOURCE_PORT, Services, status_page,
+    };
 
     moat_userlib::entry!(main, heap_pages = 512);
 
@@ -43,6 +48,23 @@ mod task {
         Kernel.time() / 1_000_000
     }
 
+    /// Kills the current instance of the task at manifest index `request.task` (never this
+    /// task); the supervisor restarts it if its policy allows.
+    fn kill(control: CapSlot, request: KillRequest) {
+        let own = Kernel.task_self().map(|id| id.index()).ok();
+        if own == Some(request.task) {
+            log::warn!("kill: refusing to kill this task");
+            return;
+        }
+        match Kernel
+            .task_status(control, request.task)
+            .and_then(|status| Kernel.task_kill(control, status.id))
+        {
+            Ok(()) => log::warn!("killed task {} on request", request.task),
+            Err(error) => log::warn!("kill task {}: {error:?}", request.task),
+        }
+    }
+
     fn main() -> Result<(), &'static str> {
         let endpoint =
             caps::expect("call:net", CapabilityKind::Endpoint).map_err(|_| "call:net")?;
@@ -56,9 +78,21 @@ mod task {
         let link_info = client.attach(mapping.capability).map_err(|_| "attach")?;
         log::info!("link {} mtu {}", link_info.mac, link_info.mtu);
 
-        // Seed: counter jitter across yields and the MAC. All host-observable in a Realm (see
-        // moat_net::entropy); the kernel does not pass RNDR or /chosen/rng-seed on yet.
+        // Seed: the kernel's per-instance entropy (RNDR mixed in when the CPU has it; otherwise
+        // the DTB rng-seed and timer jitter, host-controlled in a Realm), counter jitter across
+        // yields and the MAC (see moat_net::entropy).
         let mut entropy = Entropy::new();
+        if let Some(info) = task::info() {
+            entropy.add(b"kernel", &info.entropy);
+            log::info!(
+                "entropy: kernel seed ({})",
+                if info.entropy_source == ENTROPY_RNDR {
+                    "RNDR"
+                } else {
+                    "host-controlled sources only"
+                }
+            );
+        }
         entropy.add(b"mac", &link_info.mac.0);
         entropy.add(b"time", &Kernel.time().to_le_bytes());
         let moving = entropy.add_jitter(64, counter, || Kernel.yield_now());
@@ -77,8 +111,18 @@ mod task {
             },
             start,
         );
-        let mut services = Services::new(&mut stack, 4, 2);
-        log::info!("echo on tcp port {ECHO_PORT}, http on tcp port {HTTP_PORT}");
+        let mut services = Services::new(&mut stack, 4, 2).with_bulk(&mut stack);
+        let control = caps::find("task-control");
+        services.allow_kill(control.is_some());
+        log::info!(
+            "echo on tcp port {ECHO_PORT}, http on tcp port {HTTP_PORT}, sink on {SINK_PORT}, \
+             source on {SOURCE_PORT}{}",
+            if control.is_some() {
+                "; /kill enabled (task-control)"
+            } else {
+                ""
+            }
+        );
 
         let mut counters: Option<Counters> = None;
         let mut counters_at = 0;
@@ -93,7 +137,7 @@ mod task {
                     log::info!("address {address} ({})", stack.address_source());
                 }
             }
-            if now.saturating_sub(counters_at) >= COUNTERS_EVERY_MS {
+            if counters.is_none() || now.saturating_sub(counters_at) >= COUNTERS_EVERY_MS {
                 counters = stack.link_ref().client().counters().ok();
                 counters_at = now;
             }
@@ -104,6 +148,11 @@ mod task {
             busy |= services.serve(&mut stack, |stats, out| {
                 status_page(out, uptime, &address, counters.as_ref(), stats)
             });
+            if let (Some(control), Some(request)) = (control, services.take_kill()) {
+                // Let the 202 leave first.
+                let _ = stack.poll(now_ms());
+                kill(control, request);
+            }
             if stack.link_errors() != link_errors {
                 link_errors = stack.link_errors();
                 // The driver may have been restarted: attach the region again.

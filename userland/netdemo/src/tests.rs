@@ -194,3 +194,86 @@ fn status_page_lists_counters() {
     assert!(out.contains("net rx: 5 frames"));
     assert!(out.contains("net tx: 0 frames, 77 bytes"));
 }
+
+#[test]
+fn kill_is_refused_without_task_control_and_recorded_with_it() {
+    let mut world = World::new();
+    let refused = fetch(&mut world, b"GET /kill?task=2 HTTP/1.0\r\n\r\n", 42000);
+    assert!(refused.starts_with("HTTP/1.0 403"), "{refused}");
+    assert_eq!(world.services.take_kill(), None);
+    world.services.allow_kill(true);
+    let bad = fetch(&mut world, b"GET /kill?task=x HTTP/1.0\r\n\r\n", 42001);
+    assert!(bad.starts_with("HTTP/1.0 400"), "{bad}");
+    let accepted = fetch(&mut world, b"GET /kill?task=2 HTTP/1.0\r\n\r\n", 42002);
+    assert!(accepted.starts_with("HTTP/1.0 202"), "{accepted}");
+    assert_eq!(world.services.take_kill(), Some(KillRequest { task: 2 }));
+    assert_eq!(world.services.take_kill(), None);
+    assert_eq!(kill_request(b"GET /killer HTTP/1.0"), None);
+    assert_eq!(kill_request(b"GET / HTTP/1.0"), None);
+}
+
+#[test]
+fn sink_counts_and_source_sends_the_pattern() {
+    let (a, b) = MemoryLink::pair();
+    let mut server = stack(a, 1, SERVER, 1);
+    let client = stack(b, 2, CLIENT, 2);
+    let services = Services::new(&mut server, 1, 1).with_bulk(&mut server);
+    let mut world = World {
+        server,
+        client,
+        services,
+        now: 0,
+    };
+    // Sink: 100,000 bytes, then the answer after our FIN.
+    let sink = world.connect(SINK_PORT, 43000, 16384);
+    let total = 100_000usize;
+    let mut sent = 0;
+    let mut answer = Vec::new();
+    for _ in 0..100_000 {
+        world.step();
+        let socket = world.client.sockets().get_mut::<tcp::Socket<'_>>(sink);
+        if sent < total && socket.can_send() {
+            sent += socket
+                .send_slice(&[7u8; 4096][..4096.min(total - sent)])
+                .expect("send");
+            if sent == total {
+                socket.close();
+            }
+        }
+        while socket.can_recv() {
+            let mut chunk = [0u8; 64];
+            let n = socket.recv_slice(&mut chunk).expect("recv");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        if !socket.may_recv() && !answer.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        String::from_utf8(answer).expect("utf-8"),
+        "received 100000\n"
+    );
+    // Source: the first 50,000 bytes are the pattern.
+    let source = world.connect(SOURCE_PORT, 43001, 16384);
+    let mut received = Vec::new();
+    for _ in 0..100_000 {
+        world.step();
+        let socket = world.client.sockets().get_mut::<tcp::Socket<'_>>(source);
+        while socket.can_recv() {
+            let mut chunk = [0u8; 4096];
+            let n = socket.recv_slice(&mut chunk).expect("recv");
+            received.extend_from_slice(&chunk[..n]);
+        }
+        if received.len() >= 50_000 {
+            socket.close();
+            break;
+        }
+    }
+    assert!(received.len() >= 50_000);
+    for (offset, &byte) in received.iter().enumerate() {
+        assert_eq!(byte, source_byte(offset as u64), "byte {offset}");
+    }
+    let stats = world.services.stats();
+    assert_eq!(stats.sink_bytes, total as u64);
+    assert!(stats.source_bytes >= 50_000);
+}

@@ -136,9 +136,23 @@ fn system_start(tasks: usize) -> (Vec<Step>, ExpectedExit) {
 }
 
 /// A boot of the default system, entered at EL1 or EL2.
+/// The default system's blkcheck writes its pattern over the whole disk, reads it back and
+/// says `blkcheck: PASS` before the system is ready (it stays runnable until it is done); after
+/// the run `run_one` checks the disk image itself ([`disk_pattern_problems`]).
+const BLKCHECK_PASS: &str = "blkcheck: PASS";
+
+/// Lines of a failing blkcheck.
+const BLKCHECK_FAILURES: [&str; 1] = ["blkcheck: ERROR"];
+
 fn default_boot(name: &'static str, el2: bool, tasks: usize) -> BootTest {
     let mut steps = full_boot(if el2 { "EL2" } else { "EL1" });
-    let (start, exit) = system_start(tasks);
+    let (mut start, exit) = system_start(tasks);
+    let mut forbidden = KERNEL_FAILURES.to_vec();
+    if tasks > 0 {
+        // Between `tasks: N started` and `moat: ready`.
+        start.insert(1, Step::line(BLKCHECK_PASS));
+        forbidden.extend(BLKCHECK_FAILURES);
+    }
     steps.extend(start);
     BootTest {
         name,
@@ -149,10 +163,39 @@ fn default_boot(name: &'static str, el2: bool, tasks: usize) -> BootTest {
         },
         expected: Expectations {
             steps,
-            forbidden: KERNEL_FAILURES.to_vec(),
+            forbidden,
             checks: vec![],
             exit,
         },
+    }
+}
+
+/// After a boot whose console says blkcheck passed: every sector of the disk image must hold
+/// blkcheck's pattern, read here on the host (the data really reached the host's disk, not
+/// only a cache in the guest).
+pub fn disk_pattern_problems(log: &str, disk: &Path) -> Vec<String> {
+    if !log.contains(BLKCHECK_PASS) {
+        return Vec::new();
+    }
+    let image = match fs::read(disk) {
+        Ok(image) => image,
+        Err(error) => return vec![format!("reading disk image {}: {error}", disk.display())],
+    };
+    if image.is_empty() || image.len() % blkcheck::SECTOR != 0 {
+        return vec![format!(
+            "disk image {} is {} bytes, not whole sectors",
+            disk.display(),
+            image.len()
+        )];
+    }
+    match blkcheck::first_mismatch(0, &image) {
+        None => Vec::new(),
+        Some(at) => vec![format!(
+            "disk image {}: sector {} byte {} does not hold blkcheck's pattern",
+            disk.display(),
+            at / blkcheck::SECTOR,
+            at % blkcheck::SECTOR
+        )],
     }
 }
 
@@ -510,6 +553,7 @@ fn run_one(
         GRACE,
     )?;
     let mut problems = console::judge(&captured.log, captured.ending, &test.expected);
+    problems.extend(disk_pattern_problems(&captured.log, disk));
     let mut notes = Vec::new();
     if let Guest::Realm { scan: true, .. } = test.guest {
         match realm::confidentiality_check(&captured.log, &ram_file, image) {
@@ -779,9 +823,17 @@ mod tests {
         assert_eq!(el1.exit, ExpectedExit::SuccessOrStopped);
         let log = EL1_LOG.to_string() + "tasks: 2 started\nhello: hi\n";
         assert!(!should_stop(&log, &el1));
-        let log = log + "moat: ready (1 tasks, 4256 KiB of RAM in use)\n";
+        // Ready without blkcheck's pass is not enough.
+        let unchecked = log.clone() + "moat: ready (1 tasks, 4256 KiB of RAM in use)\n";
+        assert!(!console::judge(&unchecked, Ending::Stopped, &el1).is_empty());
+        let log = log
+            + "blkcheck: PASS 65536 KiB in 1032 requests\n"
+            + "moat: ready (1 tasks, 4256 KiB of RAM in use)\n";
         assert!(should_stop(&log, &el1));
         assert!(console::judge(&log, Ending::Stopped, &el1).is_empty());
+        // A failing blkcheck fails the test.
+        let failed = log.clone() + "blkcheck: ERROR: FAIL 0 KiB\n";
+        assert!(!console::judge(&failed, Ending::Stopped, &el1).is_empty());
         // The wrong number of tasks fails.
         let wrong = log.replace("tasks: 2", "tasks: 3");
         assert!(!console::judge(&wrong, Ending::Stopped, &el1).is_empty());
@@ -791,6 +843,30 @@ mod tests {
         // An empty default system must power off by itself.
         let empty = by_name(&boot_tests(0, None), "el1").expected;
         assert_eq!(empty.exit, ExpectedExit::Success);
+    }
+
+    #[test]
+    fn the_disk_image_must_hold_blkchecks_pattern_after_a_pass() {
+        let dir = std::env::temp_dir().join(format!("moat-disk-check-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let disk = dir.join("disk.img");
+        let mut image = vec![0u8; 64 * blkcheck::SECTOR];
+        blkcheck::fill(0, &mut image);
+        fs::write(&disk, &image).expect("write image");
+        let passed = "blkcheck: PASS 32 KiB\n";
+        assert!(disk_pattern_problems(passed, &disk).is_empty());
+        // No blkcheck pass, no check.
+        assert!(disk_pattern_problems("moat: ready\n", &dir.join("missing.img")).is_empty());
+        image[40 * blkcheck::SECTOR + 9] ^= 0x10;
+        fs::write(&disk, &image).expect("write image");
+        let problems = disk_pattern_problems(passed, &disk);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("sector 40 byte 9"), "{problems:?}");
+        assert_eq!(
+            disk_pattern_problems(passed, &dir.join("missing.img")).len(),
+            1
+        );
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -341,6 +341,41 @@ fn realm_ktest_boot(name: &'static str, stress_host: bool, tasks: usize) -> Boot
     }
 }
 
+/// The default system (the demo: the DMA server, blkcheck over the whole disk, dmastat) as a
+/// Realm under realm-sim. After the run `run_one` checks the disk image on the host: the blocks
+/// the OS deliberately wrote through its shared bounce buffers must be on the disk.
+fn realm_demo_boot(name: &'static str, tasks: usize) -> BootTest {
+    let mut steps = realm_start();
+    steps.extend([
+        Step::line("memory map:"),
+        Step::line("devices:"),
+        Step::new(&[&["virtio-mmio", "block"], &["virtio-mmio", "network"]]),
+        Step::line("moat: boot self-check passed"),
+        Step::line("realm: manifest measured into REM0"),
+        Step::line(format!("tasks: {tasks} started")),
+        Step::line(BLKCHECK_PASS),
+        Step::line("moat: ready"),
+    ]);
+    let mut forbidden = KERNEL_FAILURES.to_vec();
+    forbidden.extend(REALM_FAILURES);
+    forbidden.extend(BLKCHECK_FAILURES);
+    BootTest {
+        name,
+        system: System::Default,
+        guest: Guest::Realm {
+            stress_host: false,
+            kernel_args: &[],
+            scan: false,
+        },
+        expected: Expectations {
+            steps,
+            forbidden,
+            checks: vec![realm::initial_measurement_matches],
+            exit: ExpectedExit::SuccessOrStopped,
+        },
+    }
+}
+
 /// Fails if the kernel refused a test hook.
 fn hook_not_refused(log: &str) -> Vec<String> {
     log.lines()
@@ -418,6 +453,9 @@ pub fn boot_tests(default_tasks: usize, ktest_tasks: Option<usize>) -> Vec<BootT
         tests.push(realm_ktest_boot("realm-ktest-stress", true, tasks));
         tests.push(ktest_boot("ktest-el1", false, tasks));
         tests.push(ktest_boot("ktest-el2", true, tasks));
+    }
+    if default_tasks > 0 {
+        tests.push(realm_demo_boot("realm-demo", default_tasks));
     }
     tests.push(realm_hook_boot("realm-hook-refused", false, default_tasks));
     tests.push(realm_hook_boot(

@@ -165,7 +165,7 @@ impl<B: Backing> Dispatcher<B> {
                 .reset_complete(caller.client)
                 .map(Response::Slots),
             Request::Stats => Ok(Response::Stats(self.summary())),
-            Request::Failures => Ok(Response::Failures(self.server.stats().failures)),
+            Request::Failures => Ok(Response::Failures(self.server.failures())),
             Request::ClientStats { after } => Ok(Response::Client(if privileged {
                 self.server.next_client_stats(after)
             } else if after.is_none_or(|after| after < identity) {
@@ -207,27 +207,7 @@ impl<B: Backing> Dispatcher<B> {
     }
 
     fn summary(&self) -> StatsSummary {
-        let stats = self.server.stats();
-        StatsSummary {
-            slot_size: stats.slot_size,
-            max_mapping_size: stats.max_mapping_size,
-            total_slots: stats.total_slots,
-            used_slots: stats.used_slots,
-            high_water_slots: stats.high_water_slots,
-            quarantined_slots: stats.quarantined_slots,
-            grants: stats.grants,
-            clients: stats.clients,
-            budget_bytes: stats.budget_bytes,
-            shared_bytes: stats.shared_bytes,
-            bytes_to_device: stats.bytes_to_device,
-            bytes_from_device: stats.bytes_from_device,
-            maps: stats.maps,
-            unmaps: stats.unmaps,
-            coherent_allocs: stats.coherent_allocs,
-            failures: stats.failures.total(),
-            metadata_bytes: stats.metadata_bytes,
-            events: self.server.events_total(),
-        }
+        self.server.stats()
     }
 
     /// Up to [`EVENTS_PER_PAGE`] kept events from sequence `from` on (only `only`'s, if set).

@@ -61,5 +61,5 @@ pub use grant::{ClientIdentity, ClientRef, Direction, GrantId, GrantKind, Instan
 pub use pool::{SlotPool, SlotRun};
 pub use serve::{Endpoints, Serve};
 pub use server::{DmaServer, GrantInfo, ServerConfig, Supervisor, WindowInfo};
-pub use stats::{ClientStats, DmaStats, Event, EventKind};
+pub use stats::{ClientStats, Event, EventKind, StatsSummary};
 pub use syscall_backing::SyscallBacking;

@@ -20,7 +20,7 @@ use crate::grant::{
 };
 use crate::pool::{DEFAULT_SLOT_SIZE, SlotPool, SlotRun};
 use crate::stats::{
-    ClientStats, DmaStats, EVENT_RING_LEN, Event, EventKind, EventRing, FailureCounts,
+    ClientStats, EVENT_RING_LEN, Event, EventKind, EventRing, FailureCounts, StatsSummary,
 };
 
 /// Server configuration.
@@ -282,9 +282,9 @@ impl<B: Backing> DmaServer<B> {
         self.note(identity, result)
     }
 
-    /// Server-wide statistics.
-    pub fn stats(&self) -> DmaStats {
-        DmaStats {
+    /// Server-wide statistics (the protocol's summary; failures by reason from [`Self::failures`]).
+    pub fn stats(&self) -> StatsSummary {
+        StatsSummary {
             slot_size: self.config.slot_size as u32,
             max_mapping_size: self.max_mapping_size(),
             total_slots: self.total_slots,
@@ -300,9 +300,15 @@ impl<B: Backing> DmaServer<B> {
             maps: self.maps,
             unmaps: self.unmaps,
             coherent_allocs: self.coherent_allocs,
-            failures: self.failures,
+            failures: self.failures.total(),
             metadata_bytes: self.metadata_bytes() as u64,
+            events: self.events_total(),
         }
+    }
+
+    /// Failed requests by reason.
+    pub fn failures(&self) -> FailureCounts {
+        self.failures
     }
 
     /// One client's statistics.

@@ -1,53 +1,12 @@
 //! Observability: counters, per-client figures and a ring of recent events, in serde types that
 //! travel in postcard payloads (what `dmastat` prints).
 
-use serde::{Deserialize, Serialize};
-
 pub use moat_dma_api::{ClientStats, Event, EventKind, FailureCounts};
 
 use crate::grant::{ClientIdentity, Direction};
 
 /// How many recent events the server keeps (part of the protocol: clients page through them).
-pub use moat_dma_api::stats::EVENT_RING_LEN;
-
-/// Server-wide figures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DmaStats {
-    /// Slot size in bytes.
-    pub slot_size: u32,
-    /// Largest mapping a client can request, in bytes.
-    pub max_mapping_size: u64,
-    /// Slots in every window together.
-    pub total_slots: u64,
-    /// Slots in use (granted or quarantined).
-    pub used_slots: u64,
-    /// The most slots ever in use at once since the last reset.
-    pub high_water_slots: u64,
-    /// Slots held in quarantine for dead clients.
-    pub quarantined_slots: u64,
-    /// Live grants.
-    pub grants: u64,
-    /// Registered clients (alive or awaiting restart).
-    pub clients: u32,
-    /// Bytes of the server's memory budget.
-    pub budget_bytes: u64,
-    /// Bytes of the budget given to windows.
-    pub shared_bytes: u64,
-    /// Bytes mapped for transfers to the device (streaming maps, by requested length).
-    pub bytes_to_device: u64,
-    /// Bytes mapped for transfers from the device.
-    pub bytes_from_device: u64,
-    /// Successful streaming maps.
-    pub maps: u64,
-    /// Successful unmaps (streaming and coherent).
-    pub unmaps: u64,
-    /// Successful coherent allocations.
-    pub coherent_allocs: u64,
-    /// Failed requests by reason.
-    pub failures: FailureCounts,
-    /// Allocator and grant-table bookkeeping in bytes.
-    pub metadata_bytes: u64,
-}
+pub use moat_dma_api::stats::{EVENT_RING_LEN, StatsSummary};
 
 /// A fixed-size ring of the last [`EVENT_RING_LEN`] events.
 #[derive(Clone, Debug)]
@@ -144,17 +103,21 @@ mod tests {
     fn stats_round_trip_through_postcard() {
         use crate::error::DmaError;
 
-        let mut stats = DmaStats {
+        let stats = StatsSummary {
             total_slots: 512,
-            ..DmaStats::default()
+            failures: 2,
+            ..StatsSummary::default()
         };
-        stats.failures.record(DmaError::PoolExhausted);
-        stats.failures.record(DmaError::PoolExhausted);
         let bytes = postcard::to_allocvec(&stats).unwrap();
-        let back: DmaStats = postcard::from_bytes(&bytes).unwrap();
+        let back: StatsSummary = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, stats);
-        assert_eq!(back.failures.get(DmaError::PoolExhausted), 2);
-        assert_eq!(back.failures.total(), 2);
+        let mut failures = FailureCounts::default();
+        failures.record(DmaError::PoolExhausted);
+        failures.record(DmaError::PoolExhausted);
+        let bytes = postcard::to_allocvec(&failures).unwrap();
+        let back: FailureCounts = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.get(DmaError::PoolExhausted), 2);
+        assert_eq!(back.total(), 2);
 
         let mut ring = EventRing::new();
         ring.push(

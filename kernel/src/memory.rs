@@ -175,6 +175,16 @@ pub fn read_phys(pa: u64, bytes: &mut [u8]) {
     unsafe { core::ptr::copy_nonoverlapping(frame_va(pa), bytes.as_mut_ptr(), bytes.len()) };
 }
 
+/// Copies `count` bytes from physical address `from` to `to` (each range within one frame;
+/// they may overlap).
+pub fn copy_phys(from: u64, to: u64, count: usize) {
+    debug_assert!(from % FRAME_SIZE + count as u64 <= FRAME_SIZE);
+    debug_assert!(to % FRAME_SIZE + count as u64 <= FRAME_SIZE);
+    // SAFETY: as in `write_phys` and `read_phys`, for both ranges; `copy` allows overlap (two
+    // tasks' buffers may be the same memory).
+    unsafe { core::ptr::copy(frame_va(from), frame_va(to), count) };
+}
+
 /// Allocates `count` contiguous zeroed frames.
 pub fn alloc_contiguous(count: usize, align: usize) -> Result<u64, FrameError> {
     let base = FRAMES

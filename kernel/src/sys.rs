@@ -12,8 +12,9 @@ use alloc::vec::Vec;
 
 use aarch64_cpu::registers::{CNTVCT_EL0, Readable};
 use moat_abi::{
-    CapSlot, CapabilityKind, Error, FaultReason, FaultReport, Message, MessageFlags, RecvKind,
-    Rights, Syscall, TaskId, TaskInfo, TaskState, Timeout,
+    CapSlot, CapabilityKind, Error, FaultReason, FaultReport, HEADER_SIZE, MAX_PAYLOAD,
+    MESSAGE_SIZE, Message, MessageFlags, MessageHeader, RecvKind, Rights, Syscall, TaskId,
+    TaskInfo, TaskState, Timeout,
 };
 use moat_kernel_core::cap::Capability;
 use moat_kernel_core::esr;
@@ -25,8 +26,9 @@ use moat_kernel_core::sched::RunQueue;
 use moat_kernel_core::system::{CapSpec, DeviceName, RestartPolicy, SystemArchive, TaskSpec};
 use moat_kernel_core::task::TaskTable;
 use spin::Mutex;
+use zerocopy::IntoBytes;
 
-use crate::task::{Context, Object, RunState, Task, Wait};
+use crate::task::{Context, Object, RunState, Span, Task, Wait};
 use crate::uspace::Access;
 use crate::{irq, kprintln, memory, power};
 
@@ -465,53 +467,131 @@ impl Kernel {
         let (endpoint, badge) = self.endpoint_cap(index, slot, Rights::SEND)?;
         let task = self.task(index).ok_or(Error::Dead)?;
         let sender = task.id;
-        let mut message = task.read_message(buffer)?;
-        message.check_from_sender()?;
-        if call.is_some() {
-            task.check_message_buffer(buffer)?;
-        }
-        let cap = match message.capability() {
-            Some((cap_slot, rights)) => Some(task.caps.prepare_transfer(cap_slot, rights)?),
-            None => None,
+        // A caller's buffer receives the reply, so it must be writable in full now; a send
+        // only reads the header, then the payload it declares.
+        let source = match call {
+            Some(_) => task.span(buffer, MESSAGE_SIZE, true)?,
+            None => task.span(buffer, HEADER_SIZE, false)?,
         };
-        message.stamp(badge, sender);
-        if call.is_some() {
-            message.header.flags = message.header.flags.with(MessageFlags::EXPECTS_REPLY);
-        }
+        let mut header = MessageHeader::new(0);
+        source.read(0, header.as_mut_bytes());
+        header.check_from_sender()?;
+        let length = usize::from(header.length);
+        let source = match call {
+            Some(_) => source,
+            None => task.span(buffer, HEADER_SIZE + length, false)?,
+        };
         let server_index = self.endpoints[endpoint as usize].server as usize;
         let server = self.tasks.current_id(server_index).ok_or(Error::Dead)?;
-        let key = SenderKey::for_message(badge, sender);
-        {
-            let ep = &self.endpoints[endpoint as usize];
-            if ep.queue.len() >= ep.depth {
-                return Err(Error::QueueFull);
-            }
-            ep.queue.check_room(key)?;
-        }
-        if let Some(cap) = &cap {
-            self.retain(&cap.object);
-        }
-        let pending = Pending {
-            message,
-            reply_to: call.map(|_| sender),
-            cap,
+        let waiting_buffer = match self.task(server_index).map(|t| t.state) {
+            Some(RunState::Blocked {
+                wait:
+                    Wait::Receive {
+                        endpoint: Some(e),
+                        buffer,
+                        ..
+                    },
+                ..
+            }) if e == endpoint => Some(buffer),
+            _ => None,
         };
-        // A server already waiting gets the message now.
-        let waiting = matches!(
-            self.task(server_index).map(|t| t.state),
-            Some(RunState::Blocked { wait: Wait::Receive { endpoint: Some(e), .. }, .. }) if e == endpoint
-        );
-        if waiting {
-            self.deliver(server_index, pending)?;
-        } else {
-            self.endpoints[endpoint as usize]
-                .queue
-                .push(key, sender, pending)?;
+        match waiting_buffer {
+            // The fast path: the server waits and no capability travels. The message goes
+            // from the sender's buffer to the server's, page to page, without being queued.
+            Some(server_buffer) if !header.flags.contains(MessageFlags::CARRIES_CAPABILITY) => {
+                header.stamp(badge, sender);
+                if call.is_some() {
+                    header.flags = header.flags.with(MessageFlags::EXPECTS_REPLY);
+                }
+                let result = self.transfer(
+                    &source,
+                    header,
+                    server_index,
+                    server_buffer,
+                    call.map(|_| sender),
+                );
+                self.wake(
+                    server_index,
+                    result.map(|()| [RecvKind::Message as u64, 0, 0]),
+                );
+                // A failed delivery is the sender's error too: a caller must not wait for a
+                // reply to a message the server never got.
+                result?;
+            }
+            _ => {
+                let mut message = Message::zeroed();
+                message.header = header;
+                source.read(HEADER_SIZE, &mut message.payload[..length.min(MAX_PAYLOAD)]);
+                let task = self.task(index).ok_or(Error::Dead)?;
+                let cap = match message.capability() {
+                    Some((cap_slot, rights)) => Some(task.caps.prepare_transfer(cap_slot, rights)?),
+                    None => None,
+                };
+                message.stamp(badge, sender);
+                if call.is_some() {
+                    message.header.flags = message.header.flags.with(MessageFlags::EXPECTS_REPLY);
+                }
+                let key = SenderKey::for_message(badge, sender);
+                {
+                    let ep = &self.endpoints[endpoint as usize];
+                    if ep.queue.len() >= ep.depth {
+                        return Err(Error::QueueFull);
+                    }
+                    ep.queue.check_room(key)?;
+                }
+                if let Some(cap) = &cap {
+                    self.retain(&cap.object);
+                }
+                let pending = Pending {
+                    message,
+                    reply_to: call.map(|_| sender),
+                    cap,
+                };
+                if waiting_buffer.is_some() {
+                    self.deliver(server_index, pending)?;
+                } else {
+                    self.endpoints[endpoint as usize]
+                        .queue
+                        .push(key, sender, pending)?;
+                }
+            }
         }
         if let Some(timeout) = call {
             self.block(index, Wait::Reply { server, buffer }, timeout);
         }
         Ok([0; 3])
+    }
+
+    /// Writes a stamped message without a capability from `source` (a sender's or replier's
+    /// translated buffer) into `receiver`'s buffer at `buffer`: the header, then the payload
+    /// straight from page to page. For a call, `reply_to` gets a Reply capability installed in
+    /// the receiver first. Nothing is written if the receiver's buffer is bad.
+    fn transfer(
+        &mut self,
+        source: &Span,
+        mut header: MessageHeader,
+        receiver: usize,
+        buffer: u64,
+        reply_to: Option<TaskId>,
+    ) -> Result<(), Error> {
+        let length = usize::from(header.length);
+        let task = self.task_mut(receiver).ok_or(Error::Dead)?;
+        let destination = task.span(buffer, HEADER_SIZE + length, true)?;
+        header.capability = CapSlot::NONE;
+        header.capability_rights = 0;
+        header.reply = CapSlot::NONE;
+        if let Some(caller) = reply_to {
+            let reply = Capability::new(
+                CapabilityKind::Reply,
+                Object::Reply { caller },
+                Rights::SEND,
+                0,
+            );
+            header.reply = task.caps.insert(reply)?;
+        }
+        destination.write(0, header.as_bytes());
+        destination.copy_from(HEADER_SIZE, source, HEADER_SIZE, length);
+        Ok(())
     }
 
     /// Gives a pending message to a server blocked in Recv and wakes it (with the message, or
@@ -578,7 +658,7 @@ impl Kernel {
                 Ok(slot) => message.header.reply = slot,
                 Err(error) => {
                     // No room for the reply capability: the caller learns it at once.
-                    self.fail_caller(caller, error);
+                    self.fail_caller(caller, receiver, error);
                     return Err(Error::CapabilityTableFull);
                 }
             }
@@ -590,15 +670,17 @@ impl Kernel {
         task.write_message(buffer, &message)
     }
 
-    fn fail_caller(&mut self, caller: TaskId, error: Error) {
+    /// Wakes `caller` with `error` if it is waiting for a reply from the task at `server`
+    /// (whose Reply capability or queued request just went away).
+    fn fail_caller(&mut self, caller: TaskId, server: usize, error: Error) {
         if self.tasks.is_alive(caller) {
             let index = usize::from(caller.index());
             if matches!(
                 self.task(index).map(|t| t.state),
                 Some(RunState::Blocked {
-                    wait: Wait::Reply { .. },
+                    wait: Wait::Reply { server: s, .. },
                     ..
-                })
+                }) if usize::from(s.index()) == server
             ) {
                 self.wake(index, Err(error));
             }
@@ -664,19 +746,24 @@ impl Kernel {
         let Object::Reply { caller } = cap.object else {
             return Err(Error::WrongKind);
         };
+        // The Reply capability is gone now: whatever goes wrong from here, the caller must not
+        // wait on for an answer that cannot come.
+        let result = self.answer(index, buffer, caller);
+        if result.is_err() {
+            self.fail_caller(caller, index, Error::Dead);
+        }
+        result
+    }
+
+    /// The body of `reply` once the Reply capability is consumed.
+    fn answer(&mut self, index: usize, buffer: u64, caller: TaskId) -> Result<[u64; 3], Error> {
         let task = self.task(index).ok_or(Error::Dead)?;
-        let mut message = task.read_message(buffer)?;
-        message.check_from_sender()?;
-        // A reply may carry one capability (the DMA server hands out windows this way), under
-        // the same rules as a send: the replier must hold TRANSFER and names the copy's rights.
-        let transfer = match message.capability() {
-            Some((cap_slot, rights)) => Some(task.caps.prepare_transfer(cap_slot, rights)?),
-            None => None,
-        };
-        message.stamp(0, task.id);
-        message.header.flags = message.header.flags.with(MessageFlags::IS_REPLY);
-        message.header.capability = CapSlot::NONE;
-        message.header.reply = CapSlot::NONE;
+        let source = task.span(buffer, HEADER_SIZE, false)?;
+        let mut header = MessageHeader::new(0);
+        source.read(0, header.as_mut_bytes());
+        header.check_from_sender()?;
+        let length = usize::from(header.length);
+        let source = task.span(buffer, HEADER_SIZE + length, false)?;
         let me = task.id;
         let caller_index = usize::from(caller.index());
         let reply_buffer = match self.task(caller_index).map(|t| t.state) {
@@ -686,22 +773,39 @@ impl Kernel {
             }) if server == me && self.tasks.is_alive(caller) => buffer,
             _ => return Err(Error::Dead),
         };
-        if let Some(transfer) = transfer {
-            let rights = transfer.rights;
-            let object = transfer.object;
-            let caller_task = self.task_mut(caller_index).ok_or(Error::Dead)?;
-            match caller_task.caps.insert(transfer) {
-                Ok(new_slot) => {
-                    self.retain(&object);
-                    message.header.capability = new_slot;
-                    message.header.capability_rights = rights.bits();
-                }
-                Err(_) => {
-                    message.header.flags = message
-                        .header
-                        .flags
-                        .without(MessageFlags::CARRIES_CAPABILITY);
-                }
+        header.stamp(0, me);
+        header.flags = header.flags.with(MessageFlags::IS_REPLY);
+        if !header.flags.contains(MessageFlags::CARRIES_CAPABILITY) {
+            // The common case: straight from the replier's buffer into the caller's.
+            let written = self.transfer(&source, header, caller_index, reply_buffer, None);
+            self.wake(caller_index, written.map(|()| [0; 3]));
+            return Ok([0; 3]);
+        }
+        // A reply may carry one capability (the DMA server hands out windows this way), under
+        // the same rules as a send: the replier must hold TRANSFER and names the copy's rights.
+        let mut message = Message::zeroed();
+        message.header = header;
+        source.read(HEADER_SIZE, &mut message.payload[..length.min(MAX_PAYLOAD)]);
+        let Some((cap_slot, rights)) = message.capability() else {
+            return Err(Error::InvalidCapability);
+        };
+        let transfer = task.caps.prepare_transfer(cap_slot, rights)?;
+        message.header.capability = CapSlot::NONE;
+        message.header.reply = CapSlot::NONE;
+        let rights = transfer.rights;
+        let object = transfer.object;
+        let caller_task = self.task_mut(caller_index).ok_or(Error::Dead)?;
+        match caller_task.caps.insert(transfer) {
+            Ok(new_slot) => {
+                self.retain(&object);
+                message.header.capability = new_slot;
+                message.header.capability_rights = rights.bits();
+            }
+            Err(_) => {
+                message.header.flags = message
+                    .header
+                    .flags
+                    .without(MessageFlags::CARRIES_CAPABILITY);
             }
         }
         let written = self
@@ -1159,7 +1263,7 @@ impl Kernel {
         task.caps.clear();
         for cap in &caps {
             match cap.object {
-                Object::Reply { caller } => self.fail_caller(caller, Error::Dead),
+                Object::Reply { caller } => self.fail_caller(caller, index, Error::Dead),
                 other => self.release(&other),
             }
         }
@@ -1215,7 +1319,7 @@ impl Kernel {
         for endpoint in served {
             while let Some(queued) = self.endpoints[endpoint].queue.pop() {
                 if let Some(caller) = queued.item.reply_to {
-                    self.fail_caller(caller, Error::Dead);
+                    self.fail_caller(caller, index, Error::Dead);
                 }
                 if let Some(cap) = queued.item.cap {
                     self.release(&cap.object);
@@ -1403,6 +1507,17 @@ impl Kernel {
             Syscall::Call => self.send(index, a[0], a[1], Some(Timeout::from_raw(a[2]))),
             Syscall::Recv => self.recv(index, a[0], a[1], a[2], a[3]),
             Syscall::Reply => self.reply(index, a[0], a[1]),
+            Syscall::ReplyRecv => {
+                let replied = if a[0] == u64::from(CapSlot::NONE.0) {
+                    Ok([0; 3])
+                } else {
+                    self.reply(index, a[0], a[1])
+                };
+                match replied {
+                    Ok(_) | Err(Error::Dead) => self.recv(index, a[2], a[1], a[3], a[4]),
+                    Err(error) => Err(error),
+                }
+            }
             Syscall::NotifyWait => self.notify_wait(index, a[0], a[1]),
             Syscall::NotifySignal => Err(Error::NoSuchSyscall),
             Syscall::IrqAck => self.irq_ack(index, a[0]),
@@ -1433,7 +1548,9 @@ impl Kernel {
                 match slot_of(a[0]).and_then(|s| task.caps.remove(s)) {
                     Ok(cap) => {
                         match cap.object {
-                            Object::Reply { caller } => self.fail_caller(caller, Error::Dead),
+                            Object::Reply { caller } => {
+                                self.fail_caller(caller, index, Error::Dead)
+                            }
                             other => self.release(&other),
                         }
                         Ok([0; 3])

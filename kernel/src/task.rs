@@ -14,6 +14,75 @@ use crate::uspace::{Access, AddressSpace, USER_VA_END, USER_VA_START};
 /// Capability slots per task.
 pub const CAP_SLOTS: usize = 64;
 
+/// A translated user buffer of at most one page: one or two physical pieces (it may cross one
+/// page boundary). Valid while the kernel lock is held and the owner's tables are unchanged.
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    /// (physical address, length) of each piece; the second is empty unless the buffer
+    /// crosses a page boundary.
+    chunks: [(u64, usize); 2],
+}
+
+impl Span {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.chunks[0].1 + self.chunks[1].1
+    }
+
+    /// The physical address of byte `offset` and how many bytes follow it contiguously.
+    fn at(&self, offset: usize) -> (u64, usize) {
+        let (first, first_len) = self.chunks[0];
+        if offset < first_len {
+            (first + offset as u64, first_len - offset)
+        } else {
+            let (second, second_len) = self.chunks[1];
+            let offset = offset - first_len;
+            (second + offset as u64, second_len.saturating_sub(offset))
+        }
+    }
+
+    /// Copies `out.len()` bytes starting at `offset` out of the buffer.
+    pub fn read(&self, offset: usize, out: &mut [u8]) {
+        assert!(offset + out.len() <= self.len(), "read inside the span");
+        let mut done = 0;
+        while done < out.len() {
+            let (pa, run) = self.at(offset + done);
+            let count = run.min(out.len() - done);
+            memory::read_phys(pa, &mut out[done..done + count]);
+            done += count;
+        }
+    }
+
+    /// Copies `bytes` into the buffer at `offset`.
+    pub fn write(&self, offset: usize, bytes: &[u8]) {
+        assert!(offset + bytes.len() <= self.len(), "write inside the span");
+        let mut done = 0;
+        while done < bytes.len() {
+            let (pa, run) = self.at(offset + done);
+            let count = run.min(bytes.len() - done);
+            memory::write_phys(pa, &bytes[done..done + count]);
+            done += count;
+        }
+    }
+
+    /// Copies `len` bytes from `source` at `source_offset` into this buffer at `offset`,
+    /// physical page to physical page (no intermediate copy; the two may be the same memory).
+    pub fn copy_from(&self, offset: usize, source: &Span, source_offset: usize, len: usize) {
+        assert!(
+            offset + len <= self.len() && source_offset + len <= source.len(),
+            "copy inside both spans"
+        );
+        let mut done = 0;
+        while done < len {
+            let (to, to_run) = self.at(offset + done);
+            let (from, from_run) = source.at(source_offset + done);
+            let count = to_run.min(from_run).min(len - done);
+            memory::copy_phys(from, to, count);
+            done += count;
+        }
+    }
+}
+
 /// A task's saved user state. The layout is fixed by `switch.S`.
 #[repr(C, align(16))]
 pub struct Context {
@@ -279,12 +348,41 @@ impl Task {
         Ok(frame)
     }
 
+    /// Translates a message-sized user buffer: `len` bytes (at most one page) at `va`, 8-byte
+    /// aligned, every page mapped as normal memory (readable; writable too if `write`).
+    /// Errors: [`Error::BadAlignment`], [`Error::BadAddress`].
+    pub fn span(&self, va: u64, len: usize, write: bool) -> Result<Span, Error> {
+        if !va.is_multiple_of(8) {
+            return Err(Error::BadAlignment);
+        }
+        if len > FRAME_SIZE as usize {
+            return Err(Error::BadLength);
+        }
+        va.checked_add(len as u64).ok_or(Error::BadAddress)?;
+        let usable = |address: u64| match self.space.translate(address) {
+            Some((pa, access)) if !access.device && (access.write || !write) => Ok(pa),
+            _ => Err(Error::BadAddress),
+        };
+        let first = ((FRAME_SIZE - va % FRAME_SIZE) as usize).min(len);
+        let mut span = Span {
+            chunks: [(usable(va)?, first), (0, 0)],
+        };
+        if first < len {
+            span.chunks[1] = (usable(va + first as u64)?, len - first);
+        }
+        Ok(span)
+    }
+
     /// Copies `bytes.len()` bytes from user address `va`.
     pub fn copy_from_user(&self, va: u64, bytes: &mut [u8]) -> Result<(), Error> {
         let mut done = 0;
         while done < bytes.len() {
             let address = va.checked_add(done as u64).ok_or(Error::BadAddress)?;
-            let (pa, _) = self.space.translate(address).ok_or(Error::BadAddress)?;
+            let (pa, access) = self.space.translate(address).ok_or(Error::BadAddress)?;
+            if access.device {
+                // Device registers are not RAM: the linear map does not cover them.
+                return Err(Error::BadAddress);
+            }
             let in_page = (FRAME_SIZE - (address % FRAME_SIZE)) as usize;
             let count = in_page.min(bytes.len() - done);
             memory::read_phys(pa, &mut bytes[done..done + count]);
@@ -330,16 +428,6 @@ impl Task {
             }
         }
         Ok(())
-    }
-
-    /// Reads a message from user memory (8-byte aligned buffer).
-    pub fn read_message(&self, va: u64) -> Result<Message, Error> {
-        if !va.is_multiple_of(8) {
-            return Err(Error::BadAlignment);
-        }
-        let mut message = Message::zeroed();
-        self.copy_from_user(va, zerocopy::IntoBytes::as_mut_bytes(&mut message))?;
-        Ok(message)
     }
 
     /// Writes a message to user memory (only the bytes in use).

@@ -109,6 +109,39 @@ impl MessageHeader {
     /// First label reserved for messages the kernel originates.
     pub const KERNEL_LABEL_BASE: u32 = 0xffff_0000;
 
+    /// The kernel's check of a header copied in from a sender (see
+    /// [`Message::check_from_sender`]).
+    pub fn check_from_sender(&self) -> Result<(), Error> {
+        if usize::from(self.length) > MAX_PAYLOAD {
+            return Err(Error::BadLength);
+        }
+        let flags = self.flags;
+        if flags.bits() & !MessageFlags::SENDER_SETTABLE.bits() != 0 {
+            return Err(Error::InvalidArgument);
+        }
+        if flags.contains(MessageFlags::CARRIES_CAPABILITY) {
+            if self.capability.is_none() {
+                return Err(Error::InvalidCapability);
+            }
+            if Rights::from_bits(self.capability_rights).is_none() {
+                return Err(Error::InvalidArgument);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stamps a checked header (see [`Message::stamp`]).
+    pub fn stamp(&mut self, badge: u64, sender: TaskId) {
+        self.badge = badge;
+        self.sender = sender;
+        self.reply = CapSlot::NONE;
+        self.flags = MessageFlags(self.flags.bits() & MessageFlags::SENDER_SETTABLE.bits());
+        if !self.flags.contains(MessageFlags::CARRIES_CAPABILITY) {
+            self.capability = CapSlot::NONE;
+            self.capability_rights = 0;
+        }
+    }
+
     /// A header for a message with `label` and no payload or capability.
     pub const fn new(label: u32) -> MessageHeader {
         MessageHeader {
@@ -236,36 +269,13 @@ impl Message {
     /// capability rights are defined bits ([`Error::InvalidArgument`]), and a carried capability
     /// names a slot ([`Error::InvalidCapability`]).
     pub fn check_from_sender(&self) -> Result<(), Error> {
-        if usize::from(self.header.length) > MAX_PAYLOAD {
-            return Err(Error::BadLength);
-        }
-        let flags = self.header.flags;
-        if flags.bits() & !MessageFlags::SENDER_SETTABLE.bits() != 0 {
-            return Err(Error::InvalidArgument);
-        }
-        if flags.contains(MessageFlags::CARRIES_CAPABILITY) {
-            if self.header.capability.is_none() {
-                return Err(Error::InvalidCapability);
-            }
-            if Rights::from_bits(self.header.capability_rights).is_none() {
-                return Err(Error::InvalidArgument);
-            }
-        }
-        Ok(())
+        self.header.check_from_sender()
     }
 
     /// The kernel stamps a checked message before queueing it: badge and sender are set, the
     /// reply slot is cleared, and only sender-settable flags survive.
     pub fn stamp(&mut self, badge: u64, sender: TaskId) {
-        self.header.badge = badge;
-        self.header.sender = sender;
-        self.header.reply = CapSlot::NONE;
-        self.header.flags =
-            MessageFlags(self.header.flags.bits() & MessageFlags::SENDER_SETTABLE.bits());
-        if !self.header.flags.contains(MessageFlags::CARRIES_CAPABILITY) {
-            self.header.capability = CapSlot::NONE;
-            self.header.capability_rights = 0;
-        }
+        self.header.stamp(badge, sender);
     }
 
     /// How many leading bytes of the message are meaningful (header plus payload length): the

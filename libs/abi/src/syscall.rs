@@ -121,6 +121,14 @@ pub enum Syscall {
     /// Power the system off. `x0` = TaskControl slot, `x1` = exit status (0 = success; reported
     /// through semihosting when the runner enabled it, else PSCI SYSTEM_OFF). Does not return.
     SystemOff = 26,
+    /// Answer a call and wait for the next message in one trap: a server's loop. `x0` = Reply
+    /// slot as for `Reply`, or `CapSlot::NONE` to only receive; `x1` = message buffer (the reply
+    /// on entry, the next message on return); `x2`, `x3`, `x4` = endpoint slot, raw
+    /// [`Timeout`](crate::Timeout) and notification mask, as `x0`, `x2`, `x3` of `Recv`. Results
+    /// as for `Recv`. A caller that is gone or stopped waiting does not stop the receive (the
+    /// reply is dropped, as `Reply` would report [`Dead`](crate::Error::Dead)); any other reply
+    /// error is returned at once and nothing is received (the Reply capability is consumed).
+    ReplyRecv = 27,
 }
 
 /// `MemAlloc` flag: allocate from the kernel's shareable region. Only such memory can be made
@@ -129,7 +137,7 @@ pub const MEM_ALLOC_SHAREABLE: u64 = 1 << 0;
 
 impl Syscall {
     /// Every syscall, in numeric order.
-    pub const ALL: [Syscall; 27] = [
+    pub const ALL: [Syscall; 28] = [
         Syscall::Yield,
         Syscall::Exit,
         Syscall::ConsoleWrite,
@@ -157,6 +165,7 @@ impl Syscall {
         Syscall::TaskRestart,
         Syscall::TaskStatus,
         Syscall::SystemOff,
+        Syscall::ReplyRecv,
     ];
 
     /// Largest number of bytes one `ConsoleWrite` accepts.
@@ -206,6 +215,7 @@ impl TryFrom<u32> for Syscall {
             24 => Syscall::TaskRestart,
             25 => Syscall::TaskStatus,
             26 => Syscall::SystemOff,
+            27 => Syscall::ReplyRecv,
             other => return Err(UnknownValue(u64::from(other))),
         })
     }

@@ -859,7 +859,8 @@ impl FakeTask {
             | Syscall::Send
             | Syscall::Recv
             | Syscall::Call
-            | Syscall::Reply => {
+            | Syscall::Reply
+            | Syscall::ReplyRecv => {
                 let mut state = self.kernel.lock();
                 state.record(self.index, number, Err(Error::BadAddress));
                 return Err(Error::BadAddress);
@@ -870,7 +871,8 @@ impl FakeTask {
 
 impl Syscalls for FakeTask {
     /// Decodes calls without pointer arguments and runs the typed method; calls that take a
-    /// pointer (`ConsoleWrite`, `Send`, `Recv`, `Call`, `Reply`) return `BadAddress`.
+    /// pointer (`ConsoleWrite`, `Send`, `Recv`, `Call`, `Reply`, `ReplyRecv`) return
+    /// `BadAddress`.
     unsafe fn syscall(&self, number: Syscall, args: [u64; 6]) -> [u64; 4] {
         encode(self.raw(number, args))
     }
@@ -994,6 +996,24 @@ impl Syscalls for FakeTask {
         self.op(Syscall::Reply, |state, index| {
             state.reply(index, reply, message)
         })
+    }
+
+    fn reply_recv(
+        &self,
+        reply: CapSlot,
+        endpoint: CapSlot,
+        message: &mut Message,
+        timeout: Timeout,
+        mask: u64,
+    ) -> Result<Received, Error> {
+        // The kernel's semantics, as two steps: a caller that is gone does not stop the receive.
+        if !reply.is_none() {
+            match self.reply(reply, message) {
+                Ok(()) | Err(Error::Dead) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        self.recv(endpoint, message, timeout, mask)
     }
 
     fn notify_wait(&self, mask: u64, timeout: Timeout) -> Result<u64, Error> {

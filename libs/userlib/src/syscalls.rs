@@ -207,6 +207,45 @@ pub trait Syscalls {
             .map(drop)
     }
 
+    /// A server's loop step in one trap: answers the call behind `reply` with `message` (skip
+    /// with `CapSlot::NONE`), then waits on `endpoint` like [`Syscalls::recv`], the next
+    /// message landing in the same buffer. A caller that is gone (`Dead`) does not stop the
+    /// receive; another reply error is returned without receiving.
+    fn reply_recv(
+        &self,
+        reply: CapSlot,
+        endpoint: CapSlot,
+        message: &mut Message,
+        timeout: Timeout,
+        mask: u64,
+    ) -> Result<Received, Error> {
+        let address = core::ptr::from_mut(message) as u64;
+        // SAFETY: the kernel reads the reply from `message` and then writes up to MESSAGE_SIZE
+        // bytes of the next message to it, which we borrow mutably; every bit pattern is a
+        // valid Message.
+        let results = check(unsafe {
+            self.syscall(
+                Syscall::ReplyRecv,
+                [
+                    slot_arg(reply),
+                    address,
+                    slot_arg(endpoint),
+                    timeout.to_raw(),
+                    mask,
+                    0,
+                ],
+            )
+        })?;
+        let kind = u32::try_from(results[1])
+            .ok()
+            .and_then(|raw| RecvKind::try_from(raw).ok())
+            .ok_or(Error::InvalidArgument)?;
+        Ok(match kind {
+            RecvKind::Message => Received::Message,
+            RecvKind::Notification => Received::Notification(results[2]),
+        })
+    }
+
     /// Waits up to `timeout` for notification bits in `mask`; returns (and clears) those pending.
     fn notify_wait(&self, mask: u64, timeout: Timeout) -> Result<u64, Error> {
         // SAFETY: NotifyWait takes no pointer.

@@ -26,7 +26,9 @@ mod task {
 
     use core::fmt::Write;
 
-    use moat_abi::{CapSlot, CapabilityKind, Error, Message, Rights, TaskId, TaskState, Timeout};
+    use moat_abi::{
+        CapSlot, CapabilityKind, Error, Message, MessageFlags, Rights, TaskId, TaskState, Timeout,
+    };
     use moat_userlib::{Kernel, Received, Syscalls, caps, memory};
 
     moat_userlib::entry!(main);
@@ -86,24 +88,37 @@ mod task {
             },
             CapabilityKind::Endpoint,
         )?;
-        let mut request = Message::zeroed();
+        // One buffer for the request and its answer: ReplyRecv sends the answer from it and
+        // receives the next request into it.
+        let mut buffer = Message::zeroed();
+        let mut reply = CapSlot::NONE;
         loop {
-            if kernel.recv(endpoint, &mut request, Timeout::Forever, 0)? != Received::Message {
+            let received = kernel.reply_recv(reply, endpoint, &mut buffer, Timeout::Forever, 0)?;
+            reply = CapSlot::NONE;
+            if received != Received::Message {
                 continue;
             }
-            let Some(reply) = request.reply_capability() else {
+            let Some(caller) = buffer.reply_capability() else {
                 continue;
             };
-            let answer = match request.label() {
-                PING => message(PING, payload_u64(&request).wrapping_add(1)),
-                MEMORY => match check_shared_memory(&kernel, &request) {
-                    Ok(()) => Message::empty(MEMORY),
-                    Err(error) => Message::empty(error.to_raw()),
-                },
+            match buffer.label() {
+                PING => {
+                    let answer = payload_u64(&buffer).wrapping_add(1);
+                    // Cannot fail: eight bytes fit any message.
+                    let _ = buffer.set_payload(&answer.to_le_bytes());
+                    buffer.header.flags = MessageFlags::NONE;
+                }
+                MEMORY => {
+                    let label = match check_shared_memory(&kernel, &buffer) {
+                        Ok(()) => MEMORY,
+                        Err(error) => error.to_raw(),
+                    };
+                    buffer = Message::empty(label);
+                }
                 EXIT_WITHOUT_REPLY => return Ok(0),
-                _ => Message::empty(Error::InvalidArgument.to_raw()),
-            };
-            let _ = kernel.reply(reply, &answer);
+                _ => buffer = Message::empty(Error::InvalidArgument.to_raw()),
+            }
+            reply = caller;
         }
     }
 

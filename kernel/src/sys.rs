@@ -488,7 +488,7 @@ impl Kernel {
                 wait:
                     Wait::Receive {
                         endpoint: Some(e),
-                        buffer,
+                        buffer: Some(buffer),
                         ..
                     },
                 ..
@@ -557,7 +557,14 @@ impl Kernel {
             }
         }
         if let Some(timeout) = call {
-            self.block(index, Wait::Reply { server, buffer }, timeout);
+            self.block(
+                index,
+                Wait::Reply {
+                    server,
+                    buffer: source,
+                },
+                timeout,
+            );
         }
         Ok([0; 3])
     }
@@ -565,18 +572,20 @@ impl Kernel {
     /// Writes a stamped message without a capability from `source` (a sender's or replier's
     /// translated buffer) into `receiver`'s buffer at `buffer`: the header, then the payload
     /// straight from page to page. For a call, `reply_to` gets a Reply capability installed in
-    /// the receiver first. Nothing is written if the receiver's buffer is bad.
+    /// the receiver first.
     fn transfer(
         &mut self,
         source: &Span,
         mut header: MessageHeader,
         receiver: usize,
-        buffer: u64,
+        destination: Span,
         reply_to: Option<TaskId>,
     ) -> Result<(), Error> {
         let length = usize::from(header.length);
+        if destination.len() < HEADER_SIZE + length {
+            return Err(Error::BadAddress);
+        }
         let task = self.task_mut(receiver).ok_or(Error::Dead)?;
-        let destination = task.span(buffer, HEADER_SIZE + length, true)?;
         header.capability = CapSlot::NONE;
         header.capability_rights = 0;
         header.reply = CapSlot::NONE;
@@ -598,7 +607,10 @@ impl Kernel {
     /// with the error if it could not be written).
     fn deliver(&mut self, server_index: usize, pending: Pending) -> Result<(), Error> {
         let Some(RunState::Blocked {
-            wait: Wait::Receive { buffer, .. },
+            wait: Wait::Receive {
+                buffer: Some(buffer),
+                ..
+            },
             ..
         }) = self.task(server_index).map(|t| t.state)
         else {
@@ -618,7 +630,7 @@ impl Kernel {
     fn receive_into(
         &mut self,
         receiver: usize,
-        buffer: u64,
+        buffer: Span,
         pending: Pending,
     ) -> Result<(), Error> {
         let Pending {
@@ -666,8 +678,8 @@ impl Kernel {
         if let Some(object) = released {
             self.release(&object);
         }
-        let task = self.task(receiver).ok_or(Error::Dead)?;
-        task.write_message(buffer, &message)
+        buffer.write(0, &message.as_bytes()[..message.used_size()]);
+        Ok(())
     }
 
     /// Wakes `caller` with `error` if it is waiting for a reply from the task at `server`
@@ -712,13 +724,15 @@ impl Kernel {
         if bits != 0 {
             return Ok([RecvKind::Notification as u64, bits, 0]);
         }
-        if endpoint.is_some() {
-            task.check_message_buffer(buffer)?;
-        }
+        let span = match endpoint {
+            Some(_) => Some(task.span(buffer, MESSAGE_SIZE, true)?),
+            None => None,
+        };
         if let Some(endpoint) = endpoint
+            && let Some(span) = span
             && let Some(queued) = self.endpoints[endpoint as usize].queue.pop()
         {
-            self.receive_into(index, buffer, queued.item)?;
+            self.receive_into(index, span, queued.item)?;
             return Ok([RecvKind::Message as u64, 0, 0]);
         }
         let timeout = Timeout::from_raw(timeout);
@@ -732,7 +746,7 @@ impl Kernel {
             index,
             Wait::Receive {
                 endpoint,
-                buffer,
+                buffer: span,
                 mask,
             },
             timeout,
@@ -808,11 +822,8 @@ impl Kernel {
                     .without(MessageFlags::CARRIES_CAPABILITY);
             }
         }
-        let written = self
-            .task(caller_index)
-            .ok_or(Error::Dead)?
-            .write_message(reply_buffer, &message);
-        self.wake(caller_index, written.map(|()| [0; 3]));
+        reply_buffer.write(0, &message.as_bytes()[..message.used_size()]);
+        self.wake(caller_index, Ok([0; 3]));
         Ok([0; 3])
     }
 
@@ -1668,15 +1679,10 @@ impl Kernel {
     }
 }
 
-/// Converts nanoseconds to counter ticks. On the IPC path (every call has a timeout), so it
-/// avoids a 128-bit division when the frequency is a whole number of MHz (it is on QEMU and on
-/// every Arm platform that follows the 1 GHz / 50 MHz / 24 MHz conventions).
+/// Nanoseconds to counter ticks (rounded down, saturating). The division is by a constant, so
+/// it compiles to a multiplication: this is on the IPC path (every call has a timeout).
 fn ns_to_ticks(ns: u64, frequency: u64) -> u64 {
-    if frequency.is_multiple_of(1_000_000) {
-        ns / 1000 * (frequency / 1_000_000)
-    } else {
-        (u128::from(ns) * u128::from(frequency) / 1_000_000_000) as u64
-    }
+    u64::try_from(u128::from(ns) * u128::from(frequency) / 1_000_000_000).unwrap_or(u64::MAX)
 }
 
 /// Returns shared frames to private: break the alias mapping, RIPAS RAM, map the private page,

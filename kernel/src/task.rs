@@ -2,7 +2,7 @@
 //! ELF binary.
 
 use alloc::boxed::Box;
-use moat_abi::{Error, Message, TaskId};
+use moat_abi::{Error, TaskId};
 use moat_kernel_core::cap::CapabilityTable;
 use moat_kernel_core::elf::Executable;
 use moat_kernel_core::frame::FRAME_SIZE;
@@ -16,7 +16,7 @@ pub const CAP_SLOTS: usize = 64;
 
 /// A translated user buffer of at most one page: one or two physical pieces (it may cross one
 /// page boundary). Valid while the kernel lock is held and the owner's tables are unchanged.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {
     /// (physical address, length) of each piece; the second is empty unless the buffer
     /// crosses a page boundary.
@@ -150,8 +150,9 @@ pub enum Wait {
     Receive {
         /// Endpoint index, if waiting for messages.
         endpoint: Option<u16>,
-        /// User address of the message buffer.
-        buffer: u64,
+        /// The message buffer, translated when the wait began (a blocked task cannot change
+        /// its own mappings and no other task can); `None` when waiting for notifications only.
+        buffer: Option<Span>,
         /// Notification bits that end the wait.
         mask: u64,
     },
@@ -164,8 +165,8 @@ pub enum Wait {
     Reply {
         /// The server instance the request went to.
         server: TaskId,
-        /// User address of the reply buffer.
-        buffer: u64,
+        /// The reply buffer, translated (whole message, writable) when the call began.
+        buffer: Span,
     },
 }
 
@@ -387,73 +388,6 @@ impl Task {
             let count = in_page.min(bytes.len() - done);
             memory::read_phys(pa, &mut bytes[done..done + count]);
             done += count;
-        }
-        Ok(())
-    }
-
-    /// Copies `bytes` to user address `va`, which must be mapped writable.
-    pub fn copy_to_user(&self, va: u64, bytes: &[u8]) -> Result<(), Error> {
-        // Translate and check every page first, so a bad buffer changes nothing; messages span
-        // at most two pages, larger copies are checked in batches of eight pages.
-        let end = va
-            .checked_add(bytes.len() as u64)
-            .ok_or(Error::BadAddress)?;
-        if (va % FRAME_SIZE) as usize + bytes.len() <= FRAME_SIZE as usize {
-            // Within one page: the common case for messages.
-            let (pa, access) = self.space.translate(va).ok_or(Error::BadAddress)?;
-            if !access.write || access.device {
-                return Err(Error::BadAddress);
-            }
-            memory::write_phys(pa, bytes);
-            return Ok(());
-        }
-        let mut done = 0;
-        while done < bytes.len() {
-            let mut chunks: heapless::Vec<(u64, usize, usize), 8> = heapless::Vec::new();
-            let mut address = va + done as u64;
-            while address < end && !chunks.is_full() {
-                let (pa, access) = self.space.translate(address).ok_or(Error::BadAddress)?;
-                if !access.write || access.device {
-                    return Err(Error::BadAddress);
-                }
-                let in_page = (FRAME_SIZE - (address % FRAME_SIZE)) as usize;
-                let offset = (address - va) as usize;
-                let count = in_page.min(bytes.len() - offset);
-                let _ = chunks.push((pa, offset, count));
-                address += count as u64;
-            }
-            for (pa, offset, count) in chunks {
-                memory::write_phys(pa, &bytes[offset..offset + count]);
-                done = offset + count;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes a message to user memory (only the bytes in use).
-    pub fn write_message(&self, va: u64, message: &Message) -> Result<(), Error> {
-        if !va.is_multiple_of(8) {
-            return Err(Error::BadAlignment);
-        }
-        let bytes = zerocopy::IntoBytes::as_bytes(message);
-        self.copy_to_user(va, &bytes[..message.used_size()])
-    }
-
-    /// Whether the task's user buffer for a message is writable (checked before blocking).
-    pub fn check_message_buffer(&self, va: u64) -> Result<(), Error> {
-        if !va.is_multiple_of(8) {
-            return Err(Error::BadAlignment);
-        }
-        let end = va
-            .checked_add(moat_abi::MESSAGE_SIZE as u64)
-            .ok_or(Error::BadAddress)?;
-        let mut address = va;
-        while address < end {
-            match self.space.translate(address) {
-                Some((_, access)) if access.write && !access.device => {}
-                _ => return Err(Error::BadAddress),
-            }
-            address = (address & !(FRAME_SIZE - 1)) + FRAME_SIZE;
         }
         Ok(())
     }

@@ -180,9 +180,15 @@ pub fn read_phys(pa: u64, bytes: &mut [u8]) {
 pub fn copy_phys(from: u64, to: u64, count: usize) {
     debug_assert!(from % FRAME_SIZE + count as u64 <= FRAME_SIZE);
     debug_assert!(to % FRAME_SIZE + count as u64 <= FRAME_SIZE);
-    // SAFETY: as in `write_phys` and `read_phys`, for both ranges; `copy` allows overlap (two
-    // tasks' buffers may be the same memory).
-    unsafe { core::ptr::copy(frame_va(from), frame_va(to), count) };
+    let disjoint = from + count as u64 <= to || to + count as u64 <= from;
+    if disjoint {
+        // SAFETY: as in `write_phys` and `read_phys`, for both ranges, which do not overlap.
+        unsafe { core::ptr::copy_nonoverlapping(frame_va(from), frame_va(to), count) };
+    } else {
+        // SAFETY: as above; `copy` allows the overlap (two tasks' buffers may be the same
+        // memory).
+        unsafe { core::ptr::copy(frame_va(from), frame_va(to), count) };
+    }
 }
 
 /// Allocates `count` contiguous zeroed frames.

@@ -97,6 +97,8 @@ pub struct Kernel {
     run_queue: RunQueue<MAX_TASKS, LEVELS>,
     current: Option<usize>,
     fp_owner: Option<usize>,
+    /// Whether EL0 may use FP/SIMD now (CPACR_EL1.FPEN), i.e. the current task owns them.
+    fp_access: bool,
     endpoints: Vec<Endpoint>,
     irqs: Vec<IrqRoute>,
     memory: Vec<Option<MemoryObject>>,
@@ -219,6 +221,7 @@ pub fn start(
         run_queue: RunQueue::new(),
         current: None,
         fp_owner: None,
+        fp_access: true,
         endpoints,
         irqs: Vec::new(),
         memory: Vec::new(),
@@ -467,20 +470,13 @@ impl Kernel {
         let (endpoint, badge) = self.endpoint_cap(index, slot, Rights::SEND)?;
         let task = self.task(index).ok_or(Error::Dead)?;
         let sender = task.id;
-        // A caller's buffer receives the reply, so it must be writable in full now; a send
-        // only reads the header, then the payload it declares.
-        let source = match call {
-            Some(_) => task.span(buffer, MESSAGE_SIZE, true)?,
-            None => task.span(buffer, HEADER_SIZE, false)?,
-        };
+        // The whole message buffer must be mapped (readable; for a call also writable: the
+        // reply lands in it), whatever length the header declares.
+        let source = task.span(buffer, MESSAGE_SIZE, call.is_some())?;
         let mut header = MessageHeader::new(0);
         source.read(0, header.as_mut_bytes());
         header.check_from_sender()?;
         let length = usize::from(header.length);
-        let source = match call {
-            Some(_) => source,
-            None => task.span(buffer, HEADER_SIZE + length, false)?,
-        };
         let server_index = self.endpoints[endpoint as usize].server as usize;
         let server = self.tasks.current_id(server_index).ok_or(Error::Dead)?;
         let waiting_buffer = match self.task(server_index).map(|t| t.state) {
@@ -607,10 +603,11 @@ impl Kernel {
     /// with the error if it could not be written).
     fn deliver(&mut self, server_index: usize, pending: Pending) -> Result<(), Error> {
         let Some(RunState::Blocked {
-            wait: Wait::Receive {
-                buffer: Some(buffer),
-                ..
-            },
+            wait:
+                Wait::Receive {
+                    buffer: Some(buffer),
+                    ..
+                },
             ..
         }) = self.task(server_index).map(|t| t.state)
         else {
@@ -699,6 +696,8 @@ impl Kernel {
         }
     }
 
+    /// `translated`: the buffer's span if the caller (ReplyRecv) already translated it
+    /// writable.
     fn recv(
         &mut self,
         index: usize,
@@ -706,6 +705,7 @@ impl Kernel {
         buffer: u64,
         timeout: u64,
         mask: u64,
+        translated: Option<Span>,
     ) -> Result<[u64; 3], Error> {
         let endpoint = if slot == u64::from(CapSlot::NONE.0) {
             None
@@ -724,9 +724,10 @@ impl Kernel {
         if bits != 0 {
             return Ok([RecvKind::Notification as u64, bits, 0]);
         }
-        let span = match endpoint {
-            Some(_) => Some(task.span(buffer, MESSAGE_SIZE, true)?),
-            None => None,
+        let span = match (endpoint, translated) {
+            (None, _) => None,
+            (Some(_), Some(span)) => Some(span),
+            (Some(_), None) => Some(task.span(buffer, MESSAGE_SIZE, true)?),
         };
         if let Some(endpoint) = endpoint
             && let Some(span) = span
@@ -754,7 +755,14 @@ impl Kernel {
         Ok([0; 3])
     }
 
-    fn reply(&mut self, index: usize, slot: u64, buffer: u64) -> Result<[u64; 3], Error> {
+    /// `buffer`: the reply's buffer translated (readable, [`MESSAGE_SIZE`] bytes), or why it
+    /// could not be.
+    fn reply(
+        &mut self,
+        index: usize,
+        slot: u64,
+        buffer: Result<Span, Error>,
+    ) -> Result<[u64; 3], Error> {
         let task = self.task_mut(index).ok_or(Error::Dead)?;
         let cap = task.caps.take_reply(slot_of(slot)?)?;
         let Object::Reply { caller } = cap.object else {
@@ -762,7 +770,7 @@ impl Kernel {
         };
         // The Reply capability is gone now: whatever goes wrong from here, the caller must not
         // wait on for an answer that cannot come.
-        let result = self.answer(index, buffer, caller);
+        let result = buffer.and_then(|source| self.answer(index, source, caller));
         if result.is_err() {
             self.fail_caller(caller, index, Error::Dead);
         }
@@ -770,14 +778,12 @@ impl Kernel {
     }
 
     /// The body of `reply` once the Reply capability is consumed.
-    fn answer(&mut self, index: usize, buffer: u64, caller: TaskId) -> Result<[u64; 3], Error> {
+    fn answer(&mut self, index: usize, source: Span, caller: TaskId) -> Result<[u64; 3], Error> {
         let task = self.task(index).ok_or(Error::Dead)?;
-        let source = task.span(buffer, HEADER_SIZE, false)?;
         let mut header = MessageHeader::new(0);
         source.read(0, header.as_mut_bytes());
         header.check_from_sender()?;
         let length = usize::from(header.length);
-        let source = task.span(buffer, HEADER_SIZE + length, false)?;
         let me = task.id;
         let caller_index = usize::from(caller.index());
         let reply_buffer = match self.task(caller_index).map(|t| t.state) {
@@ -1516,16 +1522,30 @@ impl Kernel {
             Syscall::TaskSelf => Ok([u64::from(task.id.to_raw()), 0, 0]),
             Syscall::Send => self.send(index, a[0], a[1], None),
             Syscall::Call => self.send(index, a[0], a[1], Some(Timeout::from_raw(a[2]))),
-            Syscall::Recv => self.recv(index, a[0], a[1], a[2], a[3]),
-            Syscall::Reply => self.reply(index, a[0], a[1]),
+            Syscall::Recv => self.recv(index, a[0], a[1], a[2], a[3], None),
+            Syscall::Reply => {
+                let buffer = task.span(a[1], MESSAGE_SIZE, false);
+                self.reply(index, a[0], buffer)
+            }
             Syscall::ReplyRecv => {
+                // One translation serves both halves: the reply is read from the buffer the
+                // next message is written to (writable unless only notifications are awaited).
+                let receives = a[2] != u64::from(CapSlot::NONE.0);
+                let buffer = task.span(a[1], MESSAGE_SIZE, receives);
                 let replied = if a[0] == u64::from(CapSlot::NONE.0) {
                     Ok([0; 3])
                 } else {
-                    self.reply(index, a[0], a[1])
+                    self.reply(index, a[0], buffer)
                 };
                 match replied {
-                    Ok(_) | Err(Error::Dead) => self.recv(index, a[2], a[1], a[3], a[4]),
+                    Ok(_) | Err(Error::Dead) => self.recv(
+                        index,
+                        a[2],
+                        a[1],
+                        a[3],
+                        a[4],
+                        buffer.ok().filter(|_| receives),
+                    ),
                     Err(error) => Err(error),
                 }
             }
@@ -1608,13 +1628,51 @@ impl Kernel {
     }
 
     /// Handles a synchronous exception from the current task.
+    /// Allows or traps EL0's FP/SIMD use (CPACR_EL1.FPEN 0b11 or 0b01; EL1 never traps: the
+    /// kernel is softfloat and only `fp_save`/`fp_restore` touch the registers). The write
+    /// takes effect at the `eret` back to the task, a context synchronization event.
+    fn set_fp_access(&mut self, allowed: bool) {
+        if self.fp_access != allowed {
+            let value: u64 = if allowed { 0b11 << 20 } else { 0b01 << 20 };
+            // SAFETY: CPACR_EL1.FPEN only controls FP/SIMD traps; nothing else changes.
+            unsafe { core::arch::asm!("msr cpacr_el1, {0}", in(reg) value, options(nostack)) };
+            self.fp_access = allowed;
+        }
+    }
+
+    /// The task at `index` used FP/SIMD while another task's state was in the registers:
+    /// save that state into its owner's context, load this task's, and let it run on (it
+    /// resumes at the trapped instruction). False if the task already owned the registers
+    /// with access allowed (the trap did not come from FPEN; treated as a fault).
+    fn claim_fp(&mut self, index: usize) -> bool {
+        if self.fp_owner == Some(index) && self.fp_access {
+            return false;
+        }
+        if self.fp_owner != Some(index) {
+            if let Some(owner) = self.fp_owner
+                && let Some(task) = self.task_mut(owner)
+            {
+                // SAFETY: the context belongs to a live task; the FP registers hold its state.
+                unsafe { fp_save(&mut *task.context) };
+            }
+            let Some(task) = self.task_mut(index) else {
+                return false;
+            };
+            // SAFETY: as above, loading this task's saved FP state (all of it: nothing of the
+            // previous owner's survives).
+            unsafe { fp_restore(&mut *task.context) };
+            self.fp_owner = Some(index);
+        }
+        self.set_fp_access(true);
+        true
+    }
+
     fn sync_exception(&mut self, index: usize, esr_value: u64, far: u64) {
         let ec = esr::exception_class(esr_value);
+        if ec == 0x07 && self.claim_fp(index) {
+            return;
+        }
         if ec == 0x15 {
-            let Some(elr) = self.task(index).map(|t| t.context.elr) else {
-                return;
-            };
-            let _ = elr;
             if let Some(result) = self.syscall(index) {
                 // A blocked task's registers are written when it wakes.
                 if let Some(task) = self.task_mut(index)
@@ -1653,18 +1711,10 @@ impl Kernel {
     /// Picks the next task and prepares the CPU for it; `None` means idle.
     fn schedule(&mut self) -> Option<*mut Context> {
         let next = self.run_queue.pick()?;
-        if self.fp_owner != Some(next) {
-            if let Some(owner) = self.fp_owner
-                && let Some(task) = self.task_mut(owner)
-            {
-                // SAFETY: the context belongs to a live task; the FP registers hold its state.
-                unsafe { fp_save(&mut *task.context) };
-            }
-            let task = self.task_mut(next)?;
-            // SAFETY: as above, loading the next task's saved FP state.
-            unsafe { fp_restore(&mut *task.context) };
-            self.fp_owner = Some(next);
-        }
+        // Lazy FP/SIMD switching: the registers keep their owner's state and other tasks trap
+        // on their first FP/SIMD instruction (`claim_fp`). Tasks that trade messages without
+        // touching FP/SIMD (most IPC) switch without saving or loading 528 bytes.
+        self.set_fp_access(self.fp_owner == Some(next));
         let task = self.task_mut(next)?;
         let ttbr0 = task.space.ttbr0();
         let context: *mut Context = &mut *task.context;

@@ -105,6 +105,8 @@ pub struct Kernel {
     devices: Vec<Device>,
     ready_announced: bool,
     frequency: u64,
+    /// `ticks_per_ns_fixed(frequency)`.
+    ticks_per_ns: u64,
     stack_top: usize,
 }
 
@@ -228,6 +230,7 @@ pub fn start(
         devices,
         ready_announced: false,
         frequency,
+        ticks_per_ns: ticks_per_ns_fixed(frequency),
         stack_top,
     });
     for (index, spec) in manifest.tasks.iter().enumerate() {
@@ -401,7 +404,7 @@ impl Kernel {
             Timeout::Nanoseconds(ns) => Some(
                 CNTVCT_EL0
                     .get()
-                    .saturating_add(ns_to_ticks(ns.get(), self.frequency).max(1)),
+                    .saturating_add(ns_to_ticks(ns.get(), self.ticks_per_ns).max(1)),
             ),
         };
         let _ = self.run_queue.remove(index);
@@ -473,13 +476,12 @@ impl Kernel {
         // The whole message buffer must be mapped (readable; for a call also writable: the
         // reply lands in it), whatever length the header declares.
         let source = task.span(buffer, MESSAGE_SIZE, call.is_some())?;
-        let mut header = MessageHeader::new(0);
-        source.read(0, header.as_mut_bytes());
+        let mut header = source.read_header();
         header.check_from_sender()?;
         let length = usize::from(header.length);
         let server_index = self.endpoints[endpoint as usize].server as usize;
         let server = self.tasks.current_id(server_index).ok_or(Error::Dead)?;
-        let waiting_buffer = match self.task(server_index).map(|t| t.state) {
+        let waiting_buffer = match self.task(server_index).map(|t| &t.state) {
             Some(RunState::Blocked {
                 wait:
                     Wait::Receive {
@@ -488,7 +490,7 @@ impl Kernel {
                         ..
                     },
                 ..
-            }) if e == endpoint => Some(buffer),
+            }) if *e == endpoint => Some(*buffer),
             _ => None,
         };
         match waiting_buffer {
@@ -594,7 +596,7 @@ impl Kernel {
             );
             header.reply = task.caps.insert(reply)?;
         }
-        destination.write(0, header.as_bytes());
+        destination.write_header(&header);
         destination.copy_from(HEADER_SIZE, source, HEADER_SIZE, length);
         Ok(())
     }
@@ -685,7 +687,7 @@ impl Kernel {
         if self.tasks.is_alive(caller) {
             let index = usize::from(caller.index());
             if matches!(
-                self.task(index).map(|t| t.state),
+                self.task(index).map(|t| &t.state),
                 Some(RunState::Blocked {
                     wait: Wait::Reply { server: s, .. },
                     ..
@@ -780,17 +782,16 @@ impl Kernel {
     /// The body of `reply` once the Reply capability is consumed.
     fn answer(&mut self, index: usize, source: Span, caller: TaskId) -> Result<[u64; 3], Error> {
         let task = self.task(index).ok_or(Error::Dead)?;
-        let mut header = MessageHeader::new(0);
-        source.read(0, header.as_mut_bytes());
+        let mut header = source.read_header();
         header.check_from_sender()?;
         let length = usize::from(header.length);
         let me = task.id;
         let caller_index = usize::from(caller.index());
-        let reply_buffer = match self.task(caller_index).map(|t| t.state) {
+        let reply_buffer = match self.task(caller_index).map(|t| &t.state) {
             Some(RunState::Blocked {
                 wait: Wait::Reply { server, buffer },
                 ..
-            }) if server == me && self.tasks.is_alive(caller) => buffer,
+            }) if *server == me && self.tasks.is_alive(caller) => *buffer,
             _ => return Err(Error::Dead),
         };
         header.stamp(0, me);
@@ -1729,10 +1730,17 @@ impl Kernel {
     }
 }
 
-/// Nanoseconds to counter ticks (rounded down, saturating). The division is by a constant, so
-/// it compiles to a multiplication: this is on the IPC path (every call has a timeout).
-fn ns_to_ticks(ns: u64, frequency: u64) -> u64 {
-    u64::try_from(u128::from(ns) * u128::from(frequency) / 1_000_000_000).unwrap_or(u64::MAX)
+/// Counter ticks per nanosecond as a 32.32 fixed-point number (computed once at boot): the IPC
+/// path converts every call's timeout, and a 128-bit division is a library call.
+fn ticks_per_ns_fixed(frequency: u64) -> u64 {
+    u64::try_from((u128::from(frequency) << 32) / 1_000_000_000).unwrap_or(u64::MAX)
+}
+
+/// Nanoseconds to counter ticks, rounded down and saturating: exact when the frequency times
+/// 2^32 is a multiple of 1e9 (QEMU's 62.5 MHz: 1/16 tick per ns), otherwise short by at most
+/// one tick per 2^32 ns (4.3 s) of timeout.
+fn ns_to_ticks(ns: u64, ticks_per_ns: u64) -> u64 {
+    u64::try_from((u128::from(ns) * u128::from(ticks_per_ns)) >> 32).unwrap_or(u64::MAX)
 }
 
 /// Returns shared frames to private: break the alias mapping, RIPAS RAM, map the private page,

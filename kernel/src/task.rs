@@ -2,11 +2,12 @@
 //! ELF binary.
 
 use alloc::boxed::Box;
-use moat_abi::{Error, TaskId};
+use moat_abi::{Error, HEADER_SIZE, MessageHeader, TaskId};
 use moat_kernel_core::cap::CapabilityTable;
 use moat_kernel_core::elf::Executable;
 use moat_kernel_core::frame::FRAME_SIZE;
 use moat_kernel_core::notify::NotificationWord;
+use zerocopy::IntoBytes;
 
 use crate::memory;
 use crate::uspace::{Access, AddressSpace, USER_VA_END, USER_VA_START};
@@ -41,9 +42,37 @@ impl Span {
         }
     }
 
+    /// The message header at the start of the buffer (at least [`HEADER_SIZE`] long).
+    pub fn read_header(&self) -> MessageHeader {
+        let (first, first_len) = self.chunks[0];
+        if first_len >= HEADER_SIZE {
+            // The common case: whole in the first page (spans start 8-byte aligned).
+            return zerocopy::transmute!(memory::read_phys_words(first));
+        }
+        let mut header = MessageHeader::new(0);
+        self.read(0, header.as_mut_bytes());
+        header
+    }
+
+    /// Writes a message header at the start of the buffer.
+    pub fn write_header(&self, header: &MessageHeader) {
+        let (first, first_len) = self.chunks[0];
+        if first_len >= HEADER_SIZE {
+            memory::write_phys_words(first, zerocopy::transmute!(*header));
+            return;
+        }
+        self.write(0, header.as_bytes());
+    }
+
     /// Copies `out.len()` bytes starting at `offset` out of the buffer.
     pub fn read(&self, offset: usize, out: &mut [u8]) {
         assert!(offset + out.len() <= self.len(), "read inside the span");
+        let (first, first_len) = self.chunks[0];
+        if offset + out.len() <= first_len {
+            // Inside the first page: the common case.
+            memory::read_phys(first + offset as u64, out);
+            return;
+        }
         let mut done = 0;
         while done < out.len() {
             let (pa, run) = self.at(offset + done);
@@ -56,6 +85,11 @@ impl Span {
     /// Copies `bytes` into the buffer at `offset`.
     pub fn write(&self, offset: usize, bytes: &[u8]) {
         assert!(offset + bytes.len() <= self.len(), "write inside the span");
+        let (first, first_len) = self.chunks[0];
+        if offset + bytes.len() <= first_len {
+            memory::write_phys(first + offset as u64, bytes);
+            return;
+        }
         let mut done = 0;
         while done < bytes.len() {
             let (pa, run) = self.at(offset + done);
@@ -72,6 +106,12 @@ impl Span {
             offset + len <= self.len() && source_offset + len <= source.len(),
             "copy inside both spans"
         );
+        let (to, to_len) = self.chunks[0];
+        let (from, from_len) = source.chunks[0];
+        if offset + len <= to_len && source_offset + len <= from_len {
+            memory::copy_phys(from + source_offset as u64, to + offset as u64, len);
+            return;
+        }
         let mut done = 0;
         while done < len {
             let (to, to_run) = self.at(offset + done);

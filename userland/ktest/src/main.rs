@@ -63,11 +63,23 @@ mod task {
         }
     }
 
+    /// Makes the payload `value`, eight little-endian bytes (a fixed-size store, no copy call).
+    fn set_payload_u64(message: &mut Message, value: u64) {
+        if let Some(first) = message.payload.first_chunk_mut::<8>() {
+            *first = value.to_le_bytes();
+            message.header.length = 8;
+        }
+    }
+
+    /// The first eight payload bytes as a little-endian number (missing bytes read as 0).
     fn payload_u64(message: &Message) -> u64 {
-        let mut word = [0u8; 8];
         let payload = message.payload();
-        let n = payload.len().min(8);
-        word[..n].copy_from_slice(&payload[..n]);
+        if let Some(first) = payload.first_chunk::<8>() {
+            // The common case, without a variable-length copy.
+            return u64::from_le_bytes(*first);
+        }
+        let mut word = [0u8; 8];
+        word[..payload.len()].copy_from_slice(payload);
         u64::from_le_bytes(word)
     }
 
@@ -104,8 +116,7 @@ mod task {
             match buffer.label() {
                 PING => {
                     let answer = payload_u64(&buffer).wrapping_add(1);
-                    // Cannot fail: eight bytes fit any message.
-                    let _ = buffer.set_payload(&answer.to_le_bytes());
+                    set_payload_u64(&mut buffer, answer);
                     buffer.header.flags = MessageFlags::NONE;
                 }
                 MEMORY => {
@@ -887,8 +898,7 @@ mod task {
         for i in 0..rounds {
             m.header.label = PING;
             m.header.flags = MessageFlags::NONE;
-            // Cannot fail: eight bytes fit any message.
-            let _ = m.set_payload(&i.to_le_bytes());
+            set_payload_u64(&mut m, i);
             let answered = kernel.call(echo, &mut m, Timeout::from_milliseconds(2000));
             if answered.is_err() || m.label() != PING || payload_u64(&m) != i.wrapping_add(1) {
                 log::error!("ipc measurement failed at round {i}: {answered:?}");

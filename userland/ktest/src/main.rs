@@ -314,6 +314,7 @@ mod task {
                 6 => args[2] = rng.next() % 1_000_000,
                 7 => args[2] = rng.next() % 1_000_000,
                 9 => args[1] = rng.next() % 1_000_000,
+                27 => args[3] = rng.next() % 1_000_000,
                 2 => args[1] %= 32,
                 _ => {}
             }

@@ -409,7 +409,43 @@ fn trigger_fault(hook: FaultHook) {
         FaultHook::StackOverflow => {
             kprintln!("test hook: recursion depth {}", recurse(0));
         }
+        FaultHook::EmptyIpa => read_empty_ipa(),
     }
+}
+
+/// Makes one shareable frame RIPAS EMPTY the way `Share` does (linear map broken first), then
+/// maps its *protected* address again without changing the RIPAS and reads it: the RMM
+/// (realm-sim) refuses a protected IPA that is not RAM with a synchronous external abort, which
+/// the fatal-exception path reports. In a plain guest there is no RIPAS: the hook says so.
+fn read_empty_ipa() {
+    use crate::mmu::{PhysmapState, set_physmap};
+    if realm::info().is_none() {
+        kprintln!("test hook: empty-ipa needs Realm mode (a plain guest has no RIPAS)");
+        return;
+    }
+    let Ok(frame) = memory::alloc_shareable(1, 1) else {
+        kprintln!("test hook: empty-ipa: no shareable frame");
+        return;
+    };
+    let range = PhysRange {
+        start: frame,
+        end: frame + moat_kernel_core::frame::FRAME_SIZE,
+    };
+    if set_physmap(range, PhysmapState::Unmapped).is_err() || realm::set_empty(range).is_err() {
+        kprintln!("test hook: empty-ipa: could not make {frame:#x} RIPAS EMPTY");
+        return;
+    }
+    if set_physmap(range, PhysmapState::Private).is_err() {
+        kprintln!("test hook: empty-ipa: could not map {frame:#x} again");
+        return;
+    }
+    kprintln!("test hook: reading protected IPA {frame:#x} (RIPAS EMPTY)");
+    let address = moat_kernel_core::layout::physmap(frame).unwrap_or(0);
+    // SAFETY: not safe, on purpose: the page is mapped but its IPA is EMPTY, so the RMM
+    // injects a synchronous external abort and the fatal-exception path reports it and powers
+    // off. It never returns (if it does, the abort was not injected: said below).
+    let value = unsafe { core::ptr::read_volatile(address as *const u64) };
+    kprintln!("test hook: read {value:#x} from an EMPTY protected IPA: no abort was injected!");
 }
 
 /// Recurses with a large frame until the boot stack's guard page stops it.

@@ -219,6 +219,10 @@ Usage: cargo xtask test [--timeout SECONDS] [--boot-only]
                 the same with a kernel built with cargo feature `test-hooks`
                 (<target-dir>/moat/system-test-hooks.Image, built with `-p moat-kernel` alone):
                 the hook fires and the kernel reports the data abort
+     realm-empty-ipa
+                the test-hooks kernel as a Realm with `fault=empty-ipa`: it makes a frame
+                RIPAS EMPTY as `Share` does, maps its protected address again and reads it;
+                realm-sim injects a synchronous external abort and the kernel reports it
    No test may print KERNEL FAULT or KERNEL PANIC unless it expects them; no Realm test may
    print `realm-sim: error` (realm-sim then powers off with status 0). A test passes when
    every expected console line appears in order, no forbidden line appears and the exit is as

@@ -441,6 +441,46 @@ fn realm_hook_boot(name: &'static str, test_hooks: bool, tasks: usize) -> BootTe
     }
 }
 
+/// `fault=empty-ipa` in a Realm with a kernel built for tests: the kernel makes a frame RIPAS
+/// EMPTY as `Share` would, maps its protected address again and reads it; realm-sim (as the RMM
+/// would) refuses the access with a synchronous external abort, which the kernel reports.
+fn realm_empty_ipa_boot() -> BootTest {
+    let mut steps = realm_start();
+    steps.extend(
+        [
+            &["test hook: fault="][..],
+            &["test hook: reading protected IPA", "RIPAS EMPTY"],
+            &["realm-sim: refused read at IPA", "external abort injected"],
+            &["KERNEL FAULT"],
+            &["synchronous external abort"],
+            &["ELR"],
+        ]
+        .map(|pattern| Step::new(&[pattern])),
+    );
+    // realm-sim's `refused` line is the point here; its errors are still failures.
+    let mut forbidden = vec!["realm-sim: error"];
+    forbidden.extend([
+        "no abort was injected",
+        "moat: boot self-check passed",
+        "empty-ipa: could not",
+    ]);
+    BootTest {
+        name: "realm-empty-ipa",
+        system: System::DefaultTestHooks,
+        guest: Guest::Realm {
+            stress_host: false,
+            kernel_args: &["fault=empty-ipa"],
+            scan: false,
+        },
+        expected: Expectations {
+            steps,
+            forbidden,
+            checks: vec![realm::initial_measurement_matches, hook_not_refused],
+            exit: ExpectedExit::Failure,
+        },
+    }
+}
+
 /// Every boot test, in the order they start, for a default system of `default_tasks` tasks (0:
 /// the kernel runs its self-check and powers off) and a kernel test system of `ktest_tasks`
 /// (`None` when it did not build: its tests are left out, the build failure is reported on its
@@ -463,6 +503,7 @@ pub fn boot_tests(default_tasks: usize, ktest_tasks: Option<usize>) -> Vec<BootT
         true,
         default_tasks,
     ));
+    tests.push(realm_empty_ipa_boot());
     tests.push(default_boot("el1", false, default_tasks));
     tests.push(default_boot("el2", true, default_tasks));
     tests.push(fault_boot(
@@ -1118,6 +1159,34 @@ mod tests {
         assert!(!console::judge(&fault_log, Ending::Exited(1), &refused.expected).is_empty());
         assert!(!console::judge(&refused_log, Ending::Exited(1), &built.expected).is_empty());
         assert!(should_stop(&refused_log, &built.expected));
+    }
+
+    #[test]
+    fn the_empty_ipa_test_needs_the_injected_abort_reported() {
+        let test = by_name(&boot_tests(2, Some(6)), "realm-empty-ipa");
+        assert_eq!(test.system, System::DefaultTestHooks);
+        let head = realm_ktest_log(1);
+        let head = &head[..head.find("memory map:").unwrap()];
+        let log = head.to_string()
+            + "test hook: fault=EmptyIpa
+               test hook: reading protected IPA 0x5e000000 (RIPAS EMPTY)
+               realm-sim: refused read at IPA 0x5e000000 (VA 0xffffff805e000000, PC 0x1):                external abort injected
+               KERNEL FAULT: synchronous exception from current EL with SP_ELx
+                 synchronous external abort, on read/fetch of 0xffffff805e000000
+                 ELR  0xffffffff80002a10
+";
+        assert!(console::judge(&log, Ending::Exited(1), &test.expected).is_empty());
+        // No injected abort (the read returned), or the abort without realm-sim's refusal:
+        // both fail.
+        let returned = log.replace(
+            "realm-sim: refused",
+            "test hook: read 0x0 from an EMPTY protected IPA: no abort was injected!
+realm-sim: refused",
+        );
+        assert!(!console::judge(&returned, Ending::Exited(1), &test.expected).is_empty());
+        let unrefused = log.replace("realm-sim: refused read", "realm-sim: read");
+        assert!(!console::judge(&unrefused, Ending::Exited(1), &test.expected).is_empty());
+        assert!(!console::judge(&log, Ending::Exited(0), &test.expected).is_empty());
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub enum FaultHook {
     StackOverflow,
     /// Write to kernel text, which is mapped read-only.
     WriteText,
+    /// In a Realm: read a protected IPA whose RIPAS is EMPTY (the RMM refuses the access and
+    /// injects a synchronous external abort).
+    EmptyIpa,
 }
 
 impl FaultHook {
@@ -28,6 +31,7 @@ impl FaultHook {
             "panic" => Self::Panic,
             "stack-overflow" => Self::StackOverflow,
             "write-text" => Self::WriteText,
+            "empty-ipa" => Self::EmptyIpa,
             _ => return None,
         })
     }

@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub stress_host: bool,
     /// `--gdb`: start QEMU halted with a gdb stub on TCP port 1234.
     pub gdb: bool,
+    /// `--serve`: keep the system serving (the network) until the user stops QEMU.
+    pub serve: bool,
     /// `--manifest PATH`: boot this system instead of build/system.toml.
     pub manifest: Option<PathBuf>,
     /// Everything after `--`: appended to the kernel command line.
@@ -137,8 +139,8 @@ Options:
 pub const RUN_HELP: &str = "\
 cargo xtask run: build, then boot Moat under QEMU.
 
-Usage: cargo xtask run [--no-realm | --el2] [--stress-host] [--gdb] [--manifest PATH]
-                       [-- KERNEL_ARGS...]
+Usage: cargo xtask run [--no-realm | --el2] [--stress-host] [--gdb] [--serve]
+                       [--manifest PATH] [-- KERNEL_ARGS...]
 
 By default Moat boots as an Arm CCA Realm under realm-sim, the project's RMM stand-in
 (build/realm-sim, built first):
@@ -155,8 +157,16 @@ With --no-realm (or --el2) it boots the plain guest:
 Either way: one virtio-blk disk (<target-dir>/moat/disk.img, created when missing) and one
 virtio-net device (QEMU user networking), both modern virtio-mmio, semihosting enabled and
 the console on stdio. xtask prints the paths (and the gdb port) before QEMU starts.
+
+The network: QEMU forwards four free host ports on 127.0.0.1 (printed before QEMU starts)
+to netdemo's HTTP (80), echo (7), sink (9) and source (19) services. Once netdemo prints its
+address, xtask itself echoes 1 MiB through the echo service and fetches the status page
+(uptime, the net counters, dmastat's figures) and prints it; netdemo then lets the demo
+power off. Without a visitor netdemo holds the power-off for 30 s after its address, so a
+user can `curl` the printed address meanwhile. With --serve the system keeps serving until
+you stop QEMU.
 Exits with the guest's status: the kernel's semihosting exit status, or 0 after a PSCI
-SYSTEM_OFF. Quit QEMU by hand with Ctrl-A X if the system keeps serving.
+SYSTEM_OFF. Quit QEMU by hand with Ctrl-A X (--serve: the only way it ends).
 
 Options:
   --no-realm     The plain guest, entered at EL1
@@ -164,6 +174,9 @@ Options:
   --stress-host  Realm mode with realm-sim's stress mode (`realm-sim.stress-host`:
                  IPA_STATE_SET makes one granule of progress per call)
   --gdb          Start halted with a gdb stub on localhost:1234 (QEMU -s -S)
+  --serve        Keep serving until QEMU is stopped: boots the system plus `demo-serve`, a
+                 task that holds the demo's power-off (<target-dir>/moat/<stem>-serve.toml;
+                 only for a system whose demo serves the `demo` endpoint, like the default)
   --manifest PATH
                  Boot the system described by PATH instead of build/system.toml
   -- ARGS...     Append ARGS to the kernel command line, e.g. `-- loglevel=debug`. (Test
@@ -257,6 +270,13 @@ object {\"name_with_unit\": number, ...} with the names the table shows:
                               under realm-sim (xtask's clock when the line arrives: the kernel
                               prints no timestamps; QEMU TCG, so host load matters)
   plain_boot_ms               the same for the plain guest at EL1
+  net_tcp_tx_MBps             bulk TCP guest -> host (netdemo's source, 64 MiB, every byte
+                              checked) over QEMU user networking, build/system-net.toml, plain
+                              guest; MB = 10^6 bytes
+  net_tcp_rx_MBps             bulk TCP host -> guest (into netdemo's sink, 64 MiB)
+  realm_net_tcp_tx_MBps, realm_net_tcp_rx_MBps
+                              the same booted as a Realm under realm-sim (every frame through
+                              the DMA server's shared bounce windows)
 A measurement that cannot run yet is shown as skipped; one that fails makes the exit status
 non-zero. Benchmarks are never run as timed assertions in tests.
 
@@ -322,6 +342,7 @@ fn parse_run(args: &[String]) -> Result<Command, UsageError> {
             "--stress-host" => options.stress_host = true,
             "--el2" => options.el2 = true,
             "--gdb" => options.gdb = true,
+            "--serve" => options.serve = true,
             "--manifest" => options.manifest = parse_manifest(iter.next())?,
             "--" => {
                 options.kernel_args = iter.cloned().collect();
@@ -443,12 +464,13 @@ mod tests {
     fn run_flags() {
         assert_eq!(parse_str("run"), Ok(Command::Run(RunOptions::default())));
         assert_eq!(
-            parse_str("run --el2 --gdb --no-realm --manifest m.toml"),
+            parse_str("run --el2 --gdb --no-realm --manifest m.toml --serve"),
             Ok(Command::Run(RunOptions {
                 no_realm: true,
                 el2: true,
                 stress_host: false,
                 gdb: true,
+                serve: true,
                 manifest: Some("m.toml".into()),
                 kernel_args: vec![]
             }))
@@ -486,6 +508,7 @@ mod tests {
                 el2: false,
                 stress_host: false,
                 gdb: false,
+                serve: false,
                 manifest: None,
                 kernel_args: vec!["fault=data-abort".into(), "--el2".into(), "--".into()],
             }))

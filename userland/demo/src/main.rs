@@ -34,8 +34,6 @@ mod task {
         let mut holds = Holds::new();
         let mut waiting_noted = false;
         loop {
-            // Sleep a little first: a wait with a timeout (this is also where the kernel sees
-            // the demo reach its loop, for `moat: ready`).
             wait_for_holds(holds_endpoint, &mut holds);
             let alive = |badge: u64| {
                 demo::task_index(badge)
@@ -101,37 +99,40 @@ mod task {
         Ok(status)
     }
 
-    /// Waits up to 10 ms for a hold message (or just sleeps without the endpoint) and applies
-    /// what arrives.
+    /// Sleeps 10 ms (a wait, which is also where the kernel sees the demo reach its loop, for
+    /// `moat: ready`), then applies every hold message queued meanwhile.
     fn wait_for_holds(endpoint: Option<CapSlot>, holds: &mut Holds) {
         let kernel = Kernel;
+        let _ = kernel.notify_wait(1, Timeout::from_milliseconds(10));
         let Some(endpoint) = endpoint else {
-            let _ = kernel.notify_wait(1, Timeout::from_milliseconds(10));
             return;
         };
-        let mut message = Message::empty(0);
-        if kernel
-            .recv(endpoint, &mut message, Timeout::from_milliseconds(10), 0)
-            .is_err()
-        {
-            return;
-        }
-        let badge = message.header.badge;
-        match holds.apply(message.label(), badge) {
-            Ok(Change::Held(_)) => log::info!(
-                "task {} holds the power-off",
-                demo::task_index(badge).unwrap_or(u16::MAX)
-            ),
-            Ok(Change::Released(_)) => log::info!(
-                "task {} released the power-off",
-                demo::task_index(badge).unwrap_or(u16::MAX)
-            ),
-            Ok(Change::Unchanged) => {}
-            Err(error) => log::warn!("hold message from badge {badge}: {error:?}"),
-        }
-        if let Some(reply) = message.reply_capability() {
-            // A call gets an empty answer; holders normally send.
-            let _ = kernel.reply(reply, &Message::empty(0));
+        // At most a queue's worth per round, so a flood cannot keep the demo here.
+        for _ in 0..64 {
+            let mut message = Message::empty(0);
+            if kernel
+                .recv(endpoint, &mut message, Timeout::NonBlocking, 0)
+                .is_err()
+            {
+                return;
+            }
+            let badge = message.header.badge;
+            match holds.apply(message.label(), badge) {
+                Ok(Change::Held(_)) => log::info!(
+                    "task {} holds the power-off",
+                    demo::task_index(badge).unwrap_or(u16::MAX)
+                ),
+                Ok(Change::Released(_)) => log::info!(
+                    "task {} released the power-off",
+                    demo::task_index(badge).unwrap_or(u16::MAX)
+                ),
+                Ok(Change::Unchanged) => {}
+                Err(error) => log::warn!("hold message from badge {badge}: {error:?}"),
+            }
+            if let Some(reply) = message.reply_capability() {
+                // A call gets an empty answer; holders normally send.
+                let _ = kernel.reply(reply, &Message::empty(0));
+            }
         }
     }
 

@@ -268,8 +268,11 @@ impl Services {
             while socket.can_send() && socket.may_send() {
                 let start = source.count;
                 let sent = socket.send(|buffer| {
-                    for (i, byte) in buffer.iter_mut().enumerate() {
-                        *byte = source_byte(start + i as u64);
+                    // The pattern without a division per byte.
+                    let mut value = source_byte(start);
+                    for byte in buffer.iter_mut() {
+                        *byte = value;
+                        value = if value == 250 { 0 } else { value + 1 };
                     }
                     (buffer.len(), buffer.len())
                 });

@@ -213,17 +213,29 @@ Usage: cargo xtask test [--timeout SECONDS] [--boot-only]
                 `ktest: PASS` line, no `ktest: FAIL`, exit status 0 (the ktest task powers
                 off with the number of failures)
      ktest-el2  the same entered at EL2 (-M virt,virtualization=on)
+     realm-demo the whole demo as a Realm under realm-sim, booted with the confidentiality
+                canary appended (<target-dir>/moat/system-scan.toml, crate::variants):
+                realm-sim's and the kernel's Realm lines as above, `tasks: N started`, then
+                `blkcheck: PASS`, `moat: ready` and netdemo's `a host client exercised echo and
+                HTTP` (any order), then `demo: demo complete; powering off with status 0` and
+                exit status 0. QEMU forwards host ports to netdemo; when it prints its address
+                the test echoes 1 MiB (every byte checked) and fetches the status page, whose
+                uptime, net counters and dmastat figures must parse and be plausible. Then the
+                disk image must hold blkcheck's pattern and the confidentiality scan runs (as
+                for realm-ktest)
+     realm-demo-stress
+                the same in realm-sim's stress mode
      el1        the default system entered at EL1: banner, memory map, devices (virtio-blk
                 and virtio-net), `moat: boot self-check passed`, then `tasks: N started` and
-                `moat: ready` (xtask stops QEMU 1.5 s later: the supervisor keeps serving),
-                or, with no tasks, exit status 0
+                the whole demo with the network visited, as realm-demo (no scan), or, with no
+                tasks, exit status 0
      el2        the same entered at EL2
      fault-data-abort, fault-undef, fault-panic, fault-stack-overflow, fault-write-text
                 the default system with `fault=<hook>`: the kernel's fault report (register
                 dump; `kernel stack overflow`; `permission fault`; the panic message) and a
                 non-zero exit status, before the self-check ends
-     bare       booted exactly as a Linux kernel would be (only -kernel): banner, self-check,
-                then as el1
+     bare       booted exactly as a Linux kernel would be (only -kernel, so no devices):
+                banner, self-check, `tasks: N started`, `moat: ready` (then xtask stops QEMU)
      realm-hook-refused
                 the default system as a Realm with `fault=data-abort`: the kernel refuses the
                 hook (`test hook: fault=... refused`) and boots on: self-check passed, the
@@ -237,6 +249,9 @@ Usage: cargo xtask test [--timeout SECONDS] [--boot-only]
    every expected console line appears in order, no forbidden line appears and the exit is as
    expected. A failing test prints its whole console log; every log is also written to
    <target-dir>/moat/test-logs/<test>.log.
+3. The network system (build/system-net.toml), plain guest at EL1, driven from the host
+   (build/xtask/src/net_tests.rs): netdemo's address, the status page, 16 MiB of echo over
+   4 connections, the driver killed mid-transfer and restarted (log: test-logs/net.log).
 Prints a summary and exits non-zero if anything failed.
 
 Options:

@@ -159,12 +159,12 @@ virtio-net device (QEMU user networking), both modern virtio-mmio, semihosting e
 the console on stdio. xtask prints the paths (and the gdb port) before QEMU starts.
 
 The network: QEMU forwards four free host ports on 127.0.0.1 (printed before QEMU starts)
-to netdemo's HTTP (80), echo (7), sink (9) and source (19) services. Once netdemo prints its
-address, xtask itself echoes 1 MiB through the echo service and fetches the status page
-(uptime, the net counters, dmastat's figures) and prints it; netdemo then lets the demo
-power off. Without a visitor netdemo holds the power-off for 30 s after its address, so a
-user can `curl` the printed address meanwhile. With --serve the system keeps serving until
-you stop QEMU.
+to netdemo's HTTP (80), echo (7), sink (9) and source (19) services. 10 s after netdemo
+prints its address (at once with --serve), xtask itself echoes 1 MiB through the echo service,
+fetches the status page (uptime, the net counters, dmastat's figures) and prints it; netdemo
+then lets the demo power off. Until then `curl` the printed address yourself (a page fetched
+before any echo does not end the demo). With --serve the system keeps serving until you stop
+QEMU.
 Exits with the guest's status: the kernel's semihosting exit status, or 0 after a PSCI
 SYSTEM_OFF. Quit QEMU by hand with Ctrl-A X (--serve: the only way it ends).
 

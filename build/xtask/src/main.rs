@@ -76,6 +76,10 @@ fn build(options: BuildOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long `cargo xtask run` (without `--serve`) waits after netdemo has its address before
+/// it visits the network itself (netdemo's own window without a visitor is longer).
+const RUN_VISIT_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `cargo xtask run`.
 fn run(options: RunOptions) -> Result<ExitCode> {
     let workspace = Workspace::locate()?;
@@ -158,8 +162,8 @@ fn run(options: RunOptions) -> Result<ExitCode> {
         forwards.describe()
     );
     eprintln!(
-        "xtask:              netdemo serves them: curl http://127.0.0.1:{}/ (once it prints \
-         its address, xtask echoes {} KiB and fetches the page itself){}",
+        "xtask:              netdemo serves them: curl http://127.0.0.1:{}/ (10 s after it \
+         prints its address, xtask echoes {} KiB and fetches the page itself){}",
         forwards.http,
         net_tests::VISIT_ECHO / 1024,
         if options.serve {
@@ -190,8 +194,18 @@ fn run(options: RunOptions) -> Result<ExitCode> {
             return;
         }
         visited = true;
-        // The host side of the demo: a real client of the guest's network services.
+        // The host side of the demo: a real client of the guest's network services. Without
+        // --serve the demo ends soon after this visit, so leave the user time to curl first.
         std::thread::spawn(move || {
+            if !serve {
+                eprintln!(
+                    "xtask: the network is up: curl http://127.0.0.1:{}/ (xtask visits it in {} s; \
+                     the demo then ends, --serve keeps it up)",
+                    forwards.http,
+                    RUN_VISIT_DELAY.as_secs()
+                );
+                std::thread::sleep(RUN_VISIT_DELAY);
+            }
             match net_tests::visit(&forwards, net_tests::VISIT_ECHO) {
                 Ok(visit) => {
                     eprintln!("xtask: network: {}", visit.summary(forwards.http));

@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub stress_host: bool,
     /// `--gdb`: start QEMU halted with a gdb stub on TCP port 1234.
     pub gdb: bool,
+    /// `--serve`: keep the system serving (the network) until the user stops QEMU.
+    pub serve: bool,
     /// `--manifest PATH`: boot this system instead of build/system.toml.
     pub manifest: Option<PathBuf>,
     /// Everything after `--`: appended to the kernel command line.
@@ -137,8 +139,8 @@ Options:
 pub const RUN_HELP: &str = "\
 cargo xtask run: build, then boot Moat under QEMU.
 
-Usage: cargo xtask run [--no-realm | --el2] [--stress-host] [--gdb] [--manifest PATH]
-                       [-- KERNEL_ARGS...]
+Usage: cargo xtask run [--no-realm | --el2] [--stress-host] [--gdb] [--serve]
+                       [--manifest PATH] [-- KERNEL_ARGS...]
 
 By default Moat boots as an Arm CCA Realm under realm-sim, the project's RMM stand-in
 (build/realm-sim, built first):
@@ -155,8 +157,16 @@ With --no-realm (or --el2) it boots the plain guest:
 Either way: one virtio-blk disk (<target-dir>/moat/disk.img, created when missing) and one
 virtio-net device (QEMU user networking), both modern virtio-mmio, semihosting enabled and
 the console on stdio. xtask prints the paths (and the gdb port) before QEMU starts.
+
+The network: QEMU forwards four free host ports on 127.0.0.1 (printed before QEMU starts)
+to netdemo's HTTP (80), echo (7), sink (9) and source (19) services. 10 s after netdemo
+prints its address (at once with --serve), xtask itself echoes 1 MiB through the echo service,
+fetches the status page (uptime, the net counters, dmastat's figures) and prints it; netdemo
+then lets the demo power off. Until then `curl` the printed address yourself (a page fetched
+before any echo does not end the demo). With --serve the system keeps serving until you stop
+QEMU.
 Exits with the guest's status: the kernel's semihosting exit status, or 0 after a PSCI
-SYSTEM_OFF. Quit QEMU by hand with Ctrl-A X if the system keeps serving.
+SYSTEM_OFF. Quit QEMU by hand with Ctrl-A X (--serve: the only way it ends).
 
 Options:
   --no-realm     The plain guest, entered at EL1
@@ -164,6 +174,9 @@ Options:
   --stress-host  Realm mode with realm-sim's stress mode (`realm-sim.stress-host`:
                  IPA_STATE_SET makes one granule of progress per call)
   --gdb          Start halted with a gdb stub on localhost:1234 (QEMU -s -S)
+  --serve        Keep serving until QEMU is stopped: boots the system plus `demo-serve`, a
+                 task that holds the demo's power-off (<target-dir>/moat/<stem>-serve.toml;
+                 only for a system whose demo serves the `demo` endpoint, like the default)
   --manifest PATH
                  Boot the system described by PATH instead of build/system.toml
   -- ARGS...     Append ARGS to the kernel command line, e.g. `-- loglevel=debug`. (Test
@@ -200,17 +213,29 @@ Usage: cargo xtask test [--timeout SECONDS] [--boot-only]
                 `ktest: PASS` line, no `ktest: FAIL`, exit status 0 (the ktest task powers
                 off with the number of failures)
      ktest-el2  the same entered at EL2 (-M virt,virtualization=on)
+     realm-demo the whole demo as a Realm under realm-sim, booted with the confidentiality
+                canary appended (<target-dir>/moat/system-scan.toml, crate::variants):
+                realm-sim's and the kernel's Realm lines as above, `tasks: N started`, then
+                `blkcheck: PASS`, `moat: ready` and netdemo's `a host client exercised echo and
+                HTTP` (any order), then `demo: demo complete; powering off with status 0` and
+                exit status 0. QEMU forwards host ports to netdemo; when it prints its address
+                the test echoes 1 MiB (every byte checked) and fetches the status page, whose
+                uptime, net counters and dmastat figures must parse and be plausible. Then the
+                disk image must hold blkcheck's pattern and the confidentiality scan runs (as
+                for realm-ktest)
+     realm-demo-stress
+                the same in realm-sim's stress mode
      el1        the default system entered at EL1: banner, memory map, devices (virtio-blk
                 and virtio-net), `moat: boot self-check passed`, then `tasks: N started` and
-                `moat: ready` (xtask stops QEMU 1.5 s later: the supervisor keeps serving),
-                or, with no tasks, exit status 0
+                the whole demo with the network visited, as realm-demo (no scan), or, with no
+                tasks, exit status 0
      el2        the same entered at EL2
      fault-data-abort, fault-undef, fault-panic, fault-stack-overflow, fault-write-text
                 the default system with `fault=<hook>`: the kernel's fault report (register
                 dump; `kernel stack overflow`; `permission fault`; the panic message) and a
                 non-zero exit status, before the self-check ends
-     bare       booted exactly as a Linux kernel would be (only -kernel): banner, self-check,
-                then as el1
+     bare       booted exactly as a Linux kernel would be (only -kernel, so no devices):
+                banner, self-check, `tasks: N started`, `moat: ready` (then xtask stops QEMU)
      realm-hook-refused
                 the default system as a Realm with `fault=data-abort`: the kernel refuses the
                 hook (`test hook: fault=... refused`) and boots on: self-check passed, the
@@ -228,6 +253,9 @@ Usage: cargo xtask test [--timeout SECONDS] [--boot-only]
    every expected console line appears in order, no forbidden line appears and the exit is as
    expected. A failing test prints its whole console log; every log is also written to
    <target-dir>/moat/test-logs/<test>.log.
+3. The network system (build/system-net.toml), plain guest at EL1, driven from the host
+   (build/xtask/src/net_tests.rs): netdemo's address, the status page, 16 MiB of echo over
+   4 connections, the driver killed mid-transfer and restarted (log: test-logs/net.log).
 Prints a summary and exits non-zero if anything failed.
 
 Options:
@@ -261,6 +289,13 @@ object {\"name_with_unit\": number, ...} with the names the table shows:
                               under realm-sim (xtask's clock when the line arrives: the kernel
                               prints no timestamps; QEMU TCG, so host load matters)
   plain_boot_ms               the same for the plain guest at EL1
+  net_tcp_tx_MBps             bulk TCP guest -> host (netdemo's source, 64 MiB, every byte
+                              checked) over QEMU user networking, build/system-net.toml, plain
+                              guest; MB = 10^6 bytes
+  net_tcp_rx_MBps             bulk TCP host -> guest (into netdemo's sink, 64 MiB)
+  realm_net_tcp_tx_MBps, realm_net_tcp_rx_MBps
+                              the same booted as a Realm under realm-sim (every frame through
+                              the DMA server's shared bounce windows)
 A measurement that cannot run yet is shown as skipped; one that fails makes the exit status
 non-zero. Benchmarks are never run as timed assertions in tests.
 
@@ -326,6 +361,7 @@ fn parse_run(args: &[String]) -> Result<Command, UsageError> {
             "--stress-host" => options.stress_host = true,
             "--el2" => options.el2 = true,
             "--gdb" => options.gdb = true,
+            "--serve" => options.serve = true,
             "--manifest" => options.manifest = parse_manifest(iter.next())?,
             "--" => {
                 options.kernel_args = iter.cloned().collect();
@@ -447,12 +483,13 @@ mod tests {
     fn run_flags() {
         assert_eq!(parse_str("run"), Ok(Command::Run(RunOptions::default())));
         assert_eq!(
-            parse_str("run --el2 --gdb --no-realm --manifest m.toml"),
+            parse_str("run --el2 --gdb --no-realm --manifest m.toml --serve"),
             Ok(Command::Run(RunOptions {
                 no_realm: true,
                 el2: true,
                 stress_host: false,
                 gdb: true,
+                serve: true,
                 manifest: Some("m.toml".into()),
                 kernel_args: vec![]
             }))
@@ -490,6 +527,7 @@ mod tests {
                 el2: false,
                 stress_host: false,
                 gdb: false,
+                serve: false,
                 manifest: None,
                 kernel_args: vec!["fault=data-abort".into(), "--el2".into(), "--".into()],
             }))

@@ -66,14 +66,15 @@ pub const MEASUREMENTS: &[Measurement] = &[
         run: boot_to_ready,
     },
     Measurement {
-        label: "bulk TCP over QEMU user networking, 64 MiB each way (build/system-net.toml)",
+        label: "bulk TCP over QEMU user networking, 64 MiB each way, plain and Realm (build/system-net.toml)",
         run: net_tcp,
     },
 ];
 
 /// `net_tcp_tx_MBps` (guest → host) and `net_tcp_rx_MBps` (host → guest): the network system
 /// booted as the plain guest, 64 MiB from netdemo's source and into its sink
-/// (crate::net_tests).
+/// (crate::net_tests); then `realm_net_tcp_tx_MBps` / `realm_net_tcp_rx_MBps`, the same booted
+/// as a Realm under realm-sim.
 fn net_tcp(bench: &mut Bench) -> Result<Outcome> {
     qemu::ensure_installed()?;
     let paths = SystemPaths::other_system(
@@ -87,7 +88,20 @@ fn net_tcp(bench: &mut Bench) -> Result<Outcome> {
         .with_context(|| format!("building {}", crate::net_tests::NET_MANIFEST_PATH))?;
     let disk = bench.workspace.output_dir().join("bench-net-disk.img");
     workspace::ensure_disk(&disk)?;
-    let values = crate::net_tests::bench(&image, &disk)?;
+    let mut values = crate::net_tests::bench(&image, &disk, qemu::Mode::Plain { el2: false }, "")?;
+    // The same as a Realm under realm-sim: every frame through the DMA server's shared
+    // bounce windows.
+    let realm_sim = workspace::build_realm_sim(&bench.workspace)?;
+    let ram_file = bench.workspace.output_dir().join("bench-net-realm-ram.bin");
+    workspace::remove_if_present(&ram_file)?;
+    let realm = qemu::Mode::Realm(qemu::Realm {
+        realm_sim,
+        ram_file: ram_file.clone(),
+        stress_host: false,
+    });
+    let realm_values = crate::net_tests::bench(&image, &disk, realm, "realm_");
+    workspace::remove_if_present(&ram_file)?;
+    values.extend(realm_values?);
     Ok(Outcome::Values(
         values
             .into_iter()

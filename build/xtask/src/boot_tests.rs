@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::console::{self, Expectations, ExpectedExit, Step};
+use crate::net_tests;
 use crate::qemu::{self, Mode, Setup};
 use crate::realm;
 
@@ -38,6 +39,8 @@ pub enum System {
     /// build/system.toml with a kernel built for tests (cargo feature `test-hooks`: test hooks
     /// honoured in a Realm).
     DefaultTestHooks,
+    /// build/system.toml plus the confidentiality canary (crate::variants, the scan variant).
+    DefaultScan,
 }
 
 /// How a boot test sets up QEMU.
@@ -72,6 +75,9 @@ pub struct BootTest {
     pub guest: Guest,
     /// What the console and exit must look like.
     pub expected: Expectations,
+    /// QEMU forwards host ports to netdemo, and once it prints its address a host client
+    /// echoes and fetches the status page ([`crate::net_tests::visit`]), which must succeed.
+    pub network: bool,
 }
 
 /// The built images.
@@ -83,6 +89,8 @@ pub struct Images {
     pub ktest: Option<PathBuf>,
     /// The default system with a `test-hooks` kernel, if it built.
     pub test_hooks: Option<PathBuf>,
+    /// The default system plus the canary, if it built.
+    pub scan: Option<PathBuf>,
     /// realm-sim's ELF, if it built.
     pub realm_sim: Option<PathBuf>,
 }
@@ -94,6 +102,7 @@ impl Images {
             System::Default => Some(self.default.as_path()),
             System::Ktest => self.ktest.as_deref(),
             System::DefaultTestHooks => self.test_hooks.as_deref(),
+            System::DefaultScan => self.scan.as_deref(),
         }
     }
 
@@ -144,14 +153,40 @@ const BLKCHECK_PASS: &str = "blkcheck: PASS";
 /// Lines of a failing blkcheck.
 const BLKCHECK_FAILURES: [&str; 1] = ["blkcheck: ERROR"];
 
+/// netdemo's line once a host client (the test's [`crate::net_tests::visit`]) has echoed and
+/// fetched its page: it releases the demo's power-off.
+pub const NET_VISITED: &str = "netdemo: a host client exercised echo and HTTP";
+
+/// netdemo's line when nobody came: the test's host client failed.
+const NET_NO_VISITOR: &str = "netdemo: no host client within";
+
+/// The demo task's last line: it powers off with status 0.
+pub const DEMO_DONE: &str = "demo: demo complete; powering off with status 0";
+
+/// What the default system (with tasks) does after `tasks: N started`: blkcheck passes, every
+/// task reaches its loop and the host client's visit is seen by netdemo (in any order), then
+/// the demo powers off by itself. Also the lines that fail it.
+fn demo_steps() -> (Vec<Step>, Vec<&'static str>) {
+    (
+        vec![
+            Step::new(&[&[BLKCHECK_PASS], &["moat: ready"], &[NET_VISITED]]),
+            Step::line(DEMO_DONE),
+        ],
+        vec![BLKCHECK_FAILURES[0], NET_NO_VISITOR],
+    )
+}
+
 fn default_boot(name: &'static str, el2: bool, tasks: usize) -> BootTest {
     let mut steps = full_boot(if el2 { "EL2" } else { "EL1" });
-    let (mut start, exit) = system_start(tasks);
+    let (mut start, mut exit) = system_start(tasks);
     let mut forbidden = KERNEL_FAILURES.to_vec();
     if tasks > 0 {
-        // Between `tasks: N started` and `moat: ready`.
-        start.insert(1, Step::line(BLKCHECK_PASS));
-        forbidden.extend(BLKCHECK_FAILURES);
+        // The whole demo: block check, network visit, the demo's own power-off.
+        let (demo, failures) = demo_steps();
+        start.truncate(1);
+        start.extend(demo);
+        forbidden.extend(failures);
+        exit = ExpectedExit::Success;
     }
     steps.extend(start);
     BootTest {
@@ -167,6 +202,7 @@ fn default_boot(name: &'static str, el2: bool, tasks: usize) -> BootTest {
             checks: vec![],
             exit,
         },
+        network: tasks > 0,
     }
 }
 
@@ -221,6 +257,7 @@ fn ktest_boot(name: &'static str, el2: bool, tasks: usize) -> BootTest {
             checks: vec![ktest_summary],
             exit: ExpectedExit::Success,
         },
+        network: false,
     }
 }
 
@@ -277,6 +314,7 @@ fn fault_boot(name: &'static str, hook: &'static [&'static str], report: &[&[&st
             checks: vec![],
             exit: ExpectedExit::Failure,
         },
+        network: false,
     }
 }
 
@@ -338,13 +376,17 @@ fn realm_ktest_boot(name: &'static str, stress_host: bool, tasks: usize) -> Boot
             checks,
             exit: ExpectedExit::Success,
         },
+        network: false,
     }
 }
 
-/// The default system (the demo: the DMA server, blkcheck over the whole disk, dmastat) as a
-/// Realm under realm-sim. After the run `run_one` checks the disk image on the host: the blocks
-/// the OS deliberately wrote through its shared bounce buffers must be on the disk.
-fn realm_demo_boot(name: &'static str, tasks: usize) -> BootTest {
+/// The whole demo (the DMA server, blkcheck over the whole disk, the network visited by a host
+/// client, dmastat, the demo's own power-off) as a Realm under realm-sim (in its stress mode if
+/// `stress_host`), booted with the confidentiality canary added (the scan variant,
+/// crate::variants). After the run `run_one` checks what the host could see: the canary must
+/// be in private memory and never in host memory (the scan of the guest RAM file), and the
+/// blocks the OS deliberately wrote through its shared bounce buffers must be on the disk.
+fn realm_demo_boot(name: &'static str, stress_host: bool, tasks: usize) -> BootTest {
     let mut steps = realm_start();
     steps.extend([
         Step::line("memory map:"),
@@ -353,26 +395,31 @@ fn realm_demo_boot(name: &'static str, tasks: usize) -> BootTest {
         Step::line("moat: boot self-check passed"),
         Step::line("realm: manifest measured into REM0"),
         Step::line(format!("tasks: {tasks} started")),
-        Step::line(BLKCHECK_PASS),
-        Step::line("moat: ready"),
     ]);
+    let (demo, failures) = demo_steps();
+    steps.extend(demo);
     let mut forbidden = KERNEL_FAILURES.to_vec();
     forbidden.extend(REALM_FAILURES);
-    forbidden.extend(BLKCHECK_FAILURES);
+    forbidden.extend(failures);
+    let mut checks: Vec<console::LogCheck> = vec![realm::initial_measurement_matches];
+    if stress_host {
+        checks.push(realm::stress_mode_in_force);
+    }
     BootTest {
         name,
-        system: System::Default,
+        system: System::DefaultScan,
         guest: Guest::Realm {
-            stress_host: false,
+            stress_host,
             kernel_args: &[],
-            scan: false,
+            scan: true,
         },
         expected: Expectations {
             steps,
             forbidden,
-            checks: vec![realm::initial_measurement_matches],
-            exit: ExpectedExit::SuccessOrStopped,
+            checks,
+            exit: ExpectedExit::Success,
         },
+        network: true,
     }
 }
 
@@ -438,6 +485,7 @@ fn realm_hook_boot(name: &'static str, test_hooks: bool, tasks: usize) -> BootTe
             checks,
             exit,
         },
+        network: false,
     }
 }
 
@@ -495,7 +543,13 @@ pub fn boot_tests(default_tasks: usize, ktest_tasks: Option<usize>) -> Vec<BootT
         tests.push(ktest_boot("ktest-el2", true, tasks));
     }
     if default_tasks > 0 {
-        tests.push(realm_demo_boot("realm-demo", default_tasks));
+        // The scan variant has one task more: the canary.
+        tests.push(realm_demo_boot("realm-demo", false, default_tasks + 1));
+        tests.push(realm_demo_boot(
+            "realm-demo-stress",
+            true,
+            default_tasks + 1,
+        ));
     }
     tests.push(realm_hook_boot("realm-hook-refused", false, default_tasks));
     tests.push(realm_hook_boot(
@@ -553,6 +607,7 @@ pub fn boot_tests(default_tasks: usize, ktest_tasks: Option<usize>) -> Vec<BootT
             checks: vec![],
             exit,
         },
+        network: false,
     });
     tests
 }
@@ -623,17 +678,55 @@ fn run_one(
     if realm {
         crate::workspace::remove_if_present(&ram_file)?;
     }
-    let command = qemu::command(image, &setup_for(test.guest, disk, realm_sim, &ram_file));
+    let mut command = qemu::command(image, &setup_for(test.guest, disk, realm_sim, &ram_file));
+    // The network: forwarded host ports, and a host client once netdemo has its address.
+    let forwards = if test.network {
+        let forwards = net_tests::Forwards::pick()?;
+        let arguments: Vec<String> = command
+            .get_args()
+            .map(|argument| argument.to_string_lossy().into_owned())
+            .collect();
+        command = std::process::Command::new(qemu::QEMU);
+        command.args(net_tests::with_forwards(arguments, &forwards));
+        Some(forwards)
+    } else {
+        None
+    };
+    let visit: Mutex<Option<thread::JoinHandle<Result<net_tests::Visit>>>> = Mutex::new(None);
     let command_text = qemu::command_text(&command);
     let captured = qemu::run_until(
         command,
         timeout,
-        &|log| should_stop(log, &test.expected),
+        &|log| {
+            if let Some(forwards) = forwards
+                && log.contains(net_tests::ADDRESS_LINE)
+            {
+                let mut visit = visit.lock().unwrap_or_else(|e| e.into_inner());
+                if visit.is_none() {
+                    *visit = Some(thread::spawn(move || {
+                        net_tests::visit(&forwards, net_tests::VISIT_ECHO)
+                    }));
+                }
+            }
+            should_stop(log, &test.expected)
+        },
         GRACE,
     )?;
     let mut problems = console::judge(&captured.log, captured.ending, &test.expected);
     problems.extend(disk_pattern_problems(&captured.log, disk));
     let mut notes = Vec::new();
+    if let Some(forwards) = forwards {
+        let handle = visit.into_inner().unwrap_or_else(|e| e.into_inner());
+        match handle.map(|handle| handle.join()) {
+            None => problems.push(format!(
+                "netdemo never printed {:?}: no host client ran",
+                net_tests::ADDRESS_LINE
+            )),
+            Some(Err(_)) => problems.push("the host client panicked".into()),
+            Some(Ok(Err(error))) => problems.push(format!("the host client: {error:#}")),
+            Some(Ok(Ok(visit))) => notes.push(format!("network: {}", visit.summary(forwards.http))),
+        }
+    }
     if let Guest::Realm { scan: true, .. } = test.guest {
         match realm::confidentiality_check(&captured.log, &ram_file, image) {
             Ok((scan_problems, summary)) => {
@@ -896,32 +989,65 @@ mod tests {
     }
 
     #[test]
-    fn a_default_system_with_tasks_is_stopped_once_ready() {
+    fn a_default_system_with_tasks_must_run_the_whole_demo_and_power_off() {
         let tests = boot_tests(2, None);
-        let el1 = by_name(&tests, "el1").expected;
-        assert_eq!(el1.exit, ExpectedExit::SuccessOrStopped);
+        let el1 = by_name(&tests, "el1");
+        assert!(el1.network);
+        let el1 = el1.expected;
+        assert_eq!(el1.exit, ExpectedExit::Success);
         let log = EL1_LOG.to_string() + "tasks: 2 started\nhello: hi\n";
         assert!(!should_stop(&log, &el1));
-        // Ready without blkcheck's pass is not enough.
-        let unchecked = log.clone() + "moat: ready (1 tasks, 4256 KiB of RAM in use)\n";
-        assert!(!console::judge(&unchecked, Ending::Stopped, &el1).is_empty());
-        let log = log
+        // Ready, the visit and blkcheck's pass in any order, then the demo's power-off.
+        let done = log.clone()
+            + "moat: ready (1 tasks, 4256 KiB of RAM in use)\n"
+            + "netdemo: a host client exercised echo and HTTP; releasing the demo's power-off\n"
             + "blkcheck: PASS 65536 KiB in 1032 requests\n"
-            + "moat: ready (1 tasks, 4256 KiB of RAM in use)\n";
-        assert!(should_stop(&log, &el1));
-        assert!(console::judge(&log, Ending::Stopped, &el1).is_empty());
-        // A failing blkcheck fails the test.
-        let failed = log.clone() + "blkcheck: ERROR: FAIL 0 KiB\n";
-        assert!(!console::judge(&failed, Ending::Stopped, &el1).is_empty());
+            + "demo: demo complete; powering off with status 0\n";
+        assert!(console::judge(&done, Ending::Exited(0), &el1).is_empty());
+        // It must power off by itself: stopped by xtask is a failure.
+        assert!(!should_stop(&done, &el1));
+        assert!(!console::judge(&done, Ending::Stopped, &el1).is_empty());
+        // Without the visit, or without blkcheck's pass, it fails.
+        for missing in [
+            "netdemo: a host client exercised echo and HTTP; releasing the demo's power-off\n",
+            "blkcheck: PASS 65536 KiB in 1032 requests\n",
+            "demo: demo complete; powering off with status 0\n",
+        ] {
+            let log = done.replace(missing, "");
+            assert!(
+                !console::judge(&log, Ending::Exited(0), &el1).is_empty(),
+                "{missing}"
+            );
+        }
+        // Nobody came, or blkcheck failed: forbidden, so QEMU is stopped at once.
+        let lonely = log.clone() + "netdemo: no host client within 30 s; releasing\n";
+        assert!(should_stop(&lonely, &el1));
+        let failed = done.clone() + "blkcheck: ERROR: FAIL 0 KiB\n";
+        assert!(!console::judge(&failed, Ending::Exited(0), &el1).is_empty());
         // The wrong number of tasks fails.
-        let wrong = log.replace("tasks: 2", "tasks: 3");
-        assert!(!console::judge(&wrong, Ending::Stopped, &el1).is_empty());
-        // A fault after `moat: ready` (seen during the grace period) fails.
-        let late = log + "KERNEL FAULT: x\n";
-        assert!(!console::judge(&late, Ending::Stopped, &el1).is_empty());
-        // An empty default system must power off by itself.
-        let empty = by_name(&boot_tests(0, None), "el1").expected;
-        assert_eq!(empty.exit, ExpectedExit::Success);
+        let wrong = done.replace("tasks: 2", "tasks: 3");
+        assert!(!console::judge(&wrong, Ending::Exited(0), &el1).is_empty());
+        // A fault after `moat: ready` fails.
+        let late = done + "KERNEL FAULT: x\n";
+        assert!(!console::judge(&late, Ending::Exited(0), &el1).is_empty());
+        // An empty default system must power off by itself and has no network.
+        let empty = by_name(&boot_tests(0, None), "el1");
+        assert_eq!(empty.expected.exit, ExpectedExit::Success);
+        assert!(!empty.network);
+        // The Realm demo boots scan, visit and expect the canary's extra task.
+        for name in ["realm-demo", "realm-demo-stress"] {
+            let test = by_name(&tests, name);
+            assert!(test.network && test.system == System::DefaultScan, "{name}");
+            assert!(
+                matches!(test.guest, Guest::Realm { scan: true, .. }),
+                "{name}"
+            );
+            assert!(
+                test.expected
+                    .steps
+                    .contains(&Step::line("tasks: 3 started"))
+            );
+        }
     }
 
     #[test]
@@ -1196,6 +1322,7 @@ realm-sim: refused",
             default: "/Image".into(),
             ktest: Some("/k.Image".into()),
             test_hooks: None,
+            scan: None,
             realm_sim: None,
         };
         let runnable = |images: &Images| -> Vec<&str> {
@@ -1212,8 +1339,14 @@ realm-sim: refused",
         let names = runnable(&images);
         assert!(names.contains(&"realm-ktest") && names.contains(&"realm-hook-refused"));
         assert!(!names.contains(&"realm-hook-test-build"));
+        assert!(!names.contains(&"realm-demo"));
         images.test_hooks = Some("/t.Image".into());
+        images.scan = Some("/s.Image".into());
         assert_eq!(runnable(&images).len(), tests.len());
+        assert_eq!(
+            images.image(System::DefaultScan),
+            Some(Path::new("/s.Image"))
+        );
         assert_eq!(
             images.image(System::DefaultTestHooks),
             Some(Path::new("/t.Image"))

@@ -16,6 +16,7 @@ mod net_tests;
 mod qemu;
 mod realm;
 mod system;
+mod variants;
 mod workspace;
 
 use std::path::Path;
@@ -75,10 +76,24 @@ fn build(options: BuildOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long `cargo xtask run` (without `--serve`) waits after netdemo has its address before
+/// it visits the network itself (netdemo's own window without a visitor is longer).
+const RUN_VISIT_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `cargo xtask run`.
 fn run(options: RunOptions) -> Result<ExitCode> {
     let workspace = Workspace::locate()?;
-    let paths = system_paths(&workspace, options.manifest.as_deref());
+    let mut paths = system_paths(&workspace, options.manifest.as_deref());
+    if options.serve {
+        match variants::serve_system(&workspace, &paths)? {
+            Some(serve) => paths = serve,
+            None => eprintln!(
+                "xtask: --serve: {} has no `demo` endpoint, so nothing powers it off by itself; \
+                 booting it as it is",
+                paths.label
+            ),
+        }
+    }
     let image = workspace::build_system(&workspace, &paths)?;
     let mode = if options.realm() {
         let realm_sim = workspace::build_realm_sim(&workspace)?;
@@ -143,10 +158,19 @@ fn run(options: RunOptions) -> Result<ExitCode> {
     eprintln!("xtask:   kernel ELF {}", workspace.kernel_elf().display());
     eprintln!("xtask:   disk       {} (virtio-blk)", disk.display());
     eprintln!(
-        "xtask:   network    virtio-net on QEMU user networking; {} (build/system-net.toml \
-         serves them: curl http://127.0.0.1:{}/)",
-        forwards.describe(),
-        forwards.http
+        "xtask:   network    virtio-net on QEMU user networking, forwarded on 127.0.0.1 only: {}",
+        forwards.describe()
+    );
+    eprintln!(
+        "xtask:              netdemo serves them: curl http://127.0.0.1:{}/ (10 s after it \
+         prints its address, xtask echoes {} KiB and fetches the page itself){}",
+        forwards.http,
+        net_tests::VISIT_ECHO / 1024,
+        if options.serve {
+            "; --serve: it serves until you stop QEMU"
+        } else {
+            ""
+        }
     );
     if options.gdb {
         eprintln!(
@@ -163,7 +187,42 @@ fn run(options: RunOptions) -> Result<ExitCode> {
         );
     }
     eprintln!("xtask: quit QEMU with Ctrl-A X");
-    let ending = qemu::run_interactive(command)?;
+    let serve = options.serve;
+    let mut visited = false;
+    let ending = qemu::run_interactive_watching(command, move |console| {
+        if visited || !console.contains(net_tests::ADDRESS_LINE) {
+            return;
+        }
+        visited = true;
+        // The host side of the demo: a real client of the guest's network services. Without
+        // --serve the demo ends soon after this visit, so leave the user time to curl first.
+        std::thread::spawn(move || {
+            if !serve {
+                eprintln!(
+                    "xtask: the network is up: curl http://127.0.0.1:{}/ (xtask visits it in {} s; \
+                     the demo then ends, --serve keeps it up)",
+                    forwards.http,
+                    RUN_VISIT_DELAY.as_secs()
+                );
+                std::thread::sleep(RUN_VISIT_DELAY);
+            }
+            match net_tests::visit(&forwards, net_tests::VISIT_ECHO) {
+                Ok(visit) => {
+                    eprintln!("xtask: network: {}", visit.summary(forwards.http));
+                    for line in visit.page.lines() {
+                        eprintln!("xtask: | {line}");
+                    }
+                }
+                Err(error) => eprintln!("xtask: network: the host client failed: {error:#}"),
+            }
+            if serve {
+                eprintln!(
+                    "xtask: serving until you stop QEMU (Ctrl-A X): curl http://127.0.0.1:{}/",
+                    forwards.http
+                );
+            }
+        });
+    })?;
     Ok(match ending {
         Ending::Exited(0) => ExitCode::SUCCESS,
         Ending::Exited(status) => {
@@ -205,7 +264,10 @@ fn test(options: TestOptions) -> Result<ExitCode> {
         results.push(("host tests (cargo test)".into(), status.success()));
     }
 
-    println!("==== builds: default system, kernel test system, test-hooks kernel, realm-sim ====");
+    println!(
+        "==== builds: default system, test-hooks kernel, scan variant, kernel test system, \
+         realm-sim ===="
+    );
     let ready = workspace::build_kernel(&workspace).and_then(|image| {
         let tasks = system::load_manifest(&SystemPaths::default_system(&workspace))?
             .tasks
@@ -230,6 +292,13 @@ fn test(options: TestOptions) -> Result<ExitCode> {
                     &SystemPaths::default_system(&workspace),
                 ),
             );
+            // The default system plus the confidentiality canary, for the Realm demo boots.
+            let scan = record(
+                &mut results,
+                "scan system build (default system + canary)",
+                variants::scan_system(&workspace)
+                    .and_then(|paths| workspace::build_system(&workspace, &paths)),
+            );
             let ktest_paths =
                 SystemPaths::other_system(&workspace, &workspace.root.join(KTEST_MANIFEST_PATH));
             let ktest = record(
@@ -249,6 +318,7 @@ fn test(options: TestOptions) -> Result<ExitCode> {
                 default: image,
                 ktest: ktest.map(|k| k.0),
                 test_hooks,
+                scan,
                 realm_sim,
             };
             // What did not build is reported above; its tests cannot run.

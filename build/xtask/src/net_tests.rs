@@ -123,10 +123,15 @@ pub struct Guest {
 impl Guest {
     /// Boots `image` as the plain guest at EL1 with `disk` and forwarded ports.
     pub fn start(image: &Path, disk: &Path) -> Result<Guest> {
+        Self::start_in(image, disk, Mode::Plain { el2: false })
+    }
+
+    /// Boots `image` in `mode` with `disk` and forwarded ports.
+    pub fn start_in(image: &Path, disk: &Path, mode: Mode) -> Result<Guest> {
         let forwards = Forwards::pick()?;
         let setup = Setup::Full {
             disk: disk.to_path_buf(),
-            mode: Mode::Plain { el2: false },
+            mode,
             gdb: false,
             kernel_args: vec![],
         };
@@ -253,20 +258,222 @@ pub fn parse_response(response: &str) -> Result<(u16, String)> {
     Ok((status, body.to_string()))
 }
 
-/// What the status page must show: problems, empty if none.
-pub fn check_status_page(body: &str) -> Vec<String> {
-    [
-        "moat netdemo",
-        "uptime: ",
-        "address: 10.0.2.15",
-        "net rx: ",
-        "net tx: ",
-        "net rx drops: ",
-    ]
-    .iter()
-    .filter(|needle| !body.contains(*needle))
-    .map(|needle| format!("the status page lacks {needle:?}"))
-    .collect()
+/// The figures on netdemo's status page, read back by the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageFigures {
+    /// `uptime: S.mmm s`, in milliseconds.
+    pub uptime_ms: u64,
+    /// `net rx: F frames, B bytes`.
+    pub rx_frames: u64,
+    /// Received bytes.
+    pub rx_bytes: u64,
+    /// `net tx: F frames, B bytes`.
+    pub tx_frames: u64,
+    /// Sent bytes.
+    pub tx_bytes: u64,
+    /// `echo: C connections, B bytes; ...`: echoed bytes.
+    pub echo_bytes: u64,
+    /// dmastat's slots row: total, used, high-water, quarantined, grants, clients.
+    pub dma_slots: [u64; 6],
+    /// Rows of dmastat's client table.
+    pub dma_client_rows: usize,
+}
+
+/// The whole-number words of the line starting with `prefix`, in order.
+fn numbers_on_line(body: &str, prefix: &str) -> Option<Vec<u64>> {
+    let line = body.lines().find(|line| line.starts_with(prefix))?;
+    Some(
+        line[prefix.len()..]
+            .split(|c: char| !c.is_ascii_digit() && c != '.')
+            .filter(|word| !word.is_empty())
+            .filter_map(|word| {
+                // `61.005` (uptime) as milliseconds; plain integers as they are.
+                match word.split_once('.') {
+                    Some((whole, fraction)) if fraction.len() == 3 => {
+                        Some(whole.parse::<u64>().ok()? * 1000 + fraction.parse::<u64>().ok()?)
+                    }
+                    Some(_) => None,
+                    None => word.parse().ok(),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Reads the status page's figures; an error names what is missing or malformed.
+pub fn parse_status_page(body: &str) -> Result<PageFigures> {
+    ensure!(body.starts_with("moat netdemo\n"), "not netdemo's page");
+    ensure!(
+        body.contains("\naddress: 10.0.2.15/"),
+        "the page shows no address 10.0.2.15"
+    );
+    let pair = |prefix: &str| -> Result<(u64, u64)> {
+        match numbers_on_line(body, prefix).as_deref() {
+            Some([a, b, ..]) => Ok((*a, *b)),
+            _ => bail!("no `{prefix}<n> ... <n>` line"),
+        }
+    };
+    let uptime_ms = match numbers_on_line(body, "uptime: ").as_deref() {
+        Some([ms]) => *ms,
+        _ => bail!("no `uptime: S.mmm s` line"),
+    };
+    let (rx_frames, rx_bytes) = pair("net rx: ")?;
+    let (tx_frames, tx_bytes) = pair("net tx: ")?;
+    let (_, echo_bytes) = pair("echo: ")?;
+    ensure!(
+        body.contains("\ndmastat:\nDMA pool: "),
+        "no dmastat figures (`dmastat:` and `DMA pool:` lines)"
+    );
+    let mut lines = body.lines().skip_while(|line| !line.contains("high-water"));
+    lines.next();
+    let slots: Vec<u64> = lines
+        .next()
+        .map(|row| {
+            row.split_whitespace()
+                .filter_map(|word| word.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let dma_slots: [u64; 6] = slots
+        .try_into()
+        .map_err(|row| anyhow!("dmastat's slots row is not six numbers: {row:?}"))?;
+    let dma_client_rows = body
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("client "))
+        .skip(1)
+        .take_while(|line| {
+            line.split_whitespace()
+                .next()
+                .is_some_and(|word| word.parse::<u64>().is_ok())
+        })
+        .count();
+    Ok(PageFigures {
+        uptime_ms,
+        rx_frames,
+        rx_bytes,
+        tx_frames,
+        tx_bytes,
+        echo_bytes,
+        dma_slots,
+        dma_client_rows,
+    })
+}
+
+/// What the status page must show — uptime, the net counters and dmastat's figures, all
+/// plausible — with at least `echoed` bytes echoed: problems, empty if none.
+pub fn check_status_page(body: &str, echoed: u64) -> Vec<String> {
+    let figures = match parse_status_page(body) {
+        Ok(figures) => figures,
+        Err(error) => return vec![format!("the status page: {error:#}")],
+    };
+    let mut problems = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            problems.push(format!("the status page: {what}"));
+        }
+    };
+    check(figures.uptime_ms > 0, "uptime is 0".into());
+    // Every frame is at least an Ethernet header; the request we sent arrived, the page left.
+    for (name, frames, bytes) in [
+        ("rx", figures.rx_frames, figures.rx_bytes),
+        ("tx", figures.tx_frames, figures.tx_bytes),
+    ] {
+        check(
+            frames > 0 && bytes >= frames * 14 && bytes <= frames * 1514,
+            format!("net {name}: {frames} frames, {bytes} bytes is not plausible"),
+        );
+    }
+    check(
+        figures.rx_bytes >= echoed && figures.tx_bytes >= echoed,
+        format!(
+            "{echoed} bytes were echoed, but the counters show rx {} / tx {} bytes",
+            figures.rx_bytes, figures.tx_bytes
+        ),
+    );
+    check(
+        figures.echo_bytes >= echoed,
+        format!(
+            "echo shows {} bytes, at least {echoed} were echoed",
+            figures.echo_bytes
+        ),
+    );
+    let [total, used, high_water, quarantined, _grants, clients] = figures.dma_slots;
+    check(
+        total > 0 && used <= high_water && high_water <= total && quarantined <= total,
+        format!("dmastat slots {:?} are not plausible", figures.dma_slots),
+    );
+    // The network driver at least; the default system also has the block driver.
+    check(
+        clients >= 1 && figures.dma_client_rows as u64 == clients,
+        format!(
+            "dmastat counts {clients} clients but lists {} rows",
+            figures.dma_client_rows
+        ),
+    );
+    problems
+}
+
+/// What a host client saw of netdemo ([`visit`]).
+#[derive(Debug, Clone)]
+pub struct Visit {
+    /// Bytes echoed.
+    pub echoed: usize,
+    /// How long the echo took.
+    pub echo_time: Duration,
+    /// The status page's body, fetched after the echo.
+    pub page: String,
+    /// Its figures.
+    pub figures: PageFigures,
+}
+
+impl Visit {
+    /// One line for logs.
+    pub fn summary(&self, http: u16) -> String {
+        format!(
+            "echoed {} KiB in {:.2} s; GET http://127.0.0.1:{http}/ -> 200, {} bytes: uptime {:.3} s, net rx {} frames / tx {} frames, DMA {} of {} slots used by {} clients",
+            self.echoed / 1024,
+            self.echo_time.as_secs_f64(),
+            self.page.len(),
+            self.figures.uptime_ms as f64 / 1000.0,
+            self.figures.rx_frames,
+            self.figures.tx_frames,
+            self.figures.dma_slots[1],
+            self.figures.dma_slots[0],
+            self.figures.dma_slots[5],
+        )
+    }
+}
+
+/// Bytes a [`visit`] echoes.
+pub const VISIT_ECHO: usize = 1 << 20;
+
+/// What `cargo xtask run` and the default system's boot tests do once netdemo has its address:
+/// `echoed` pattern bytes through the echo service (every byte checked), then one `GET /`
+/// whose page must show uptime, the net counters, dmastat's figures and the echo (netdemo
+/// then releases the demo's power-off, so there is no second chance).
+pub fn visit(forwards: &Forwards, echoed: usize) -> Result<Visit> {
+    // The listeners open with the first poll after the address; retry a refused connection.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    loop {
+        match echo_one(forwards.echo, 0, echoed, None) {
+            Ok(()) => break,
+            Err(error) if Instant::now() >= deadline => return Err(error.context("echo")),
+            Err(_) => thread::sleep(Duration::from_millis(200)),
+        }
+    }
+    let echo_time = started.elapsed();
+    let (status, page) = http_get(forwards.http, "/")?;
+    ensure!(status == 200, "GET / answered {status}: {page:?}");
+    let problems = check_status_page(&page, echoed as u64);
+    ensure!(problems.is_empty(), "{}\n{page}", problems.join("; "));
+    let figures = parse_status_page(&page)?;
+    Ok(Visit {
+        echoed,
+        echo_time,
+        page,
+        figures,
+    })
 }
 
 /// Sends `length` pattern bytes starting at stream offset `start` through the echo service
@@ -357,7 +564,7 @@ fn status_page(port: u16) -> Result<(u16, String)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, body) = http_get(port, "/")?;
-        if (status == 200 && check_status_page(&body).is_empty()) || Instant::now() >= deadline {
+        if (status == 200 && check_status_page(&body, 0).is_empty()) || Instant::now() >= deadline {
             return Ok((status, body));
         }
         thread::sleep(Duration::from_millis(500));
@@ -421,7 +628,7 @@ fn kill_driver_test(guest: &mut Guest, driver: usize) -> Result<String> {
     };
     let (status, body) = status_page(guest.forwards.http)?;
     ensure!(status == 200, "after the restart: status {status}");
-    let problems = check_status_page(&body);
+    let problems = check_status_page(&body, 0);
     ensure!(problems.is_empty(), "after the restart: {problems:?}");
     ready_for_echo(echo).context("echo after the restart")?;
     echo_parallel(echo, 2 << 20, 2).context("echo after the restart")?;
@@ -473,7 +680,7 @@ pub fn run_tests(
             "http-status-page",
             status_page(http).and_then(|(status, body)| {
                 ensure!(status == 200, "status {status}: {body:?}");
-                let problems = check_status_page(&body);
+                let problems = check_status_page(&body, 0);
                 ensure!(problems.is_empty(), "{problems:?}\n{body}");
                 Ok(format!("{} bytes", body.len()))
             }),
@@ -548,15 +755,16 @@ fn bulk_tx(port: u16, total: usize) -> Result<f64> {
     Ok(total as f64 / elapsed.as_secs_f64() / 1e6)
 }
 
-/// `net_tcp_tx_MBps` (guest → host) and `net_tcp_rx_MBps` (host → guest), 64 MiB each.
-pub fn bench(image: &Path, disk: &Path) -> Result<Vec<(String, f64)>> {
-    let mut guest = Guest::start(image, disk)?;
-    guest.wait_for(ADDRESS_LINE, Duration::from_secs(60))?;
+/// `<prefix>net_tcp_tx_MBps` (guest → host) and `<prefix>net_tcp_rx_MBps` (host → guest),
+/// 64 MiB each, with the guest booted in `mode` (`prefix` is `realm_` for a Realm).
+pub fn bench(image: &Path, disk: &Path, mode: Mode, prefix: &str) -> Result<Vec<(String, f64)>> {
+    let mut guest = Guest::start_in(image, disk, mode)?;
+    guest.wait_for(ADDRESS_LINE, Duration::from_secs(90))?;
     let tx = bulk_tx(guest.forwards.source, BULK_TOTAL).context("guest -> host")?;
     let rx = bulk_rx(guest.forwards.sink, BULK_TOTAL).context("host -> guest")?;
     Ok(vec![
-        ("net_tcp_tx_MBps".into(), tx),
-        ("net_tcp_rx_MBps".into(), rx),
+        (format!("{prefix}net_tcp_tx_MBps"), tx),
+        (format!("{prefix}net_tcp_rx_MBps"), rx),
     ])
 }
 
@@ -600,19 +808,91 @@ mod tests {
         assert!(ports.windows(2).all(|w| w[0] != w[1]), "{ports:?}");
     }
 
+    /// A page as netdemo serves it in the default system (after a 5000-byte echo).
+    const PAGE: &str = "moat netdemo
+uptime: 7.786 s
+address: 10.0.2.15/24
+net rx: 8 frames, 6597 bytes
+net tx: 6 frames, 6945 bytes
+net rx drops: truncated 0 too_long 0 bad_header 0 not_for_us 0 overrun 0
+net tx drops: bad_length 0 no_buffer 0
+net device: bad_used_entries 0 ring_faults 0 resets 0
+echo: 1 connections, 5000 bytes; http: 1 requests
+sink: 0 bytes; source: 0 bytes
+
+dmastat:
+DMA pool: 7.0 MiB shared of 7.0 MiB budget, 3584 slots of 2.0 KiB, max mapping 256.0 KiB, bookkeeping 5.2 KiB
+     slots       used  high-water quarantine   grants  clients
+      3584        471         471          0       77        2
+      maps     unmaps    coherent  to device from dev   events
+        74          0           3  477.7 KiB 391.7 KiB       77
+failures: 0
+client   instance     window grants    granted  used  quar reset  to device   from dev  fail
+     4        0x3    6.0 MiB     42  826.7 KiB   436     0     -  476.2 KiB  344.0 KiB     0
+     6        0x5    1.0 MiB     35   50.8 KiB    35     0     -    1.5 KiB   47.7 KiB     0
+";
+
     #[test]
     fn parses_responses_and_checks_the_page() {
-        let page = "moat netdemo\nuptime: 1.000 s\naddress: 10.0.2.15/24\nnet rx: 1 frames, 60 bytes\nnet tx: 1 frames, 60 bytes\nnet rx drops: truncated 0\n";
         let response = format!(
-            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{page}",
-            page.len()
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{PAGE}",
+            PAGE.len()
         );
         let (status, body) = parse_response(&response).expect("parses");
         assert_eq!(status, 200);
-        assert!(check_status_page(&body).is_empty());
-        assert_eq!(check_status_page("moat netdemo\n").len(), 5);
+        let figures = parse_status_page(&body).expect("figures");
+        assert_eq!(
+            figures,
+            PageFigures {
+                uptime_ms: 7786,
+                rx_frames: 8,
+                rx_bytes: 6597,
+                tx_frames: 6,
+                tx_bytes: 6945,
+                echo_bytes: 5000,
+                dma_slots: [3584, 471, 471, 0, 77, 2],
+                dma_client_rows: 2,
+            }
+        );
+        assert_eq!(check_status_page(&body, 5000), Vec::<String>::new());
         assert!(parse_response("HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nshort").is_err());
         assert!(parse_response("garbage").is_err());
+    }
+
+    #[test]
+    fn implausible_or_missing_figures_fail_the_page() {
+        // Less echoed than we sent.
+        assert_eq!(check_status_page(PAGE, 6000).len(), 1);
+        // Each part missing or wrong.
+        for (from, to) in [
+            ("uptime: 7.786 s", "uptime: soon"),
+            ("uptime: 7.786 s", "uptime: 0.000 s"),
+            ("net rx: 8 frames, 6597 bytes", "net rx: 0 frames, 0 bytes"),
+            (
+                "net tx: 6 frames, 6945 bytes",
+                "net tx: 6 frames, 99999 bytes",
+            ),
+            ("\ndmastat:\n", "\n"),
+            (
+                "        471          0       77        2",
+                "        471          0       77",
+            ),
+            (
+                "      3584        471         471",
+                "      3584        471         400",
+            ),
+            ("     6        0x5", "     x        0x5"),
+            ("address: 10.0.2.15/24", "address: none"),
+        ] {
+            assert!(PAGE.contains(from), "{from}");
+            let page = PAGE.replace(from, to);
+            assert!(
+                !check_status_page(&page, 0).is_empty(),
+                "{from} -> {to} passed"
+            );
+        }
+        assert!(check_status_page(PAGE, 0).is_empty());
+        assert!(!check_status_page("moat netdemo\n", 0).is_empty());
     }
 
     #[test]

@@ -290,11 +290,33 @@ fn ending(status: ExitStatus) -> Ending {
     }
 }
 
-/// Runs QEMU with the console on this terminal and returns how it ended.
-pub fn run_interactive(mut command: Command) -> Result<Ending> {
-    let status = command
-        .status()
+/// Runs QEMU with stdin and stderr on this terminal and its stdout (the console) copied to
+/// ours as it arrives, each chunk also passed to `watch` (which sees the output so far); returns
+/// how QEMU ended.
+pub fn run_interactive_watching(
+    mut command: Command,
+    mut watch: impl FnMut(&str) + Send + 'static,
+) -> Result<Ending> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
         .with_context(|| format!("starting {QEMU}"))?;
+    let mut pipe = child.stdout.take().context("QEMU's stdout")?;
+    let copier = thread::spawn(move || {
+        use std::io::Write;
+        let mut buffer = [0u8; 4096];
+        let mut seen = Vec::new();
+        while let Ok(count @ 1..) = pipe.read(&mut buffer) {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&buffer[..count]);
+            let _ = out.flush();
+            drop(out);
+            seen.extend_from_slice(&buffer[..count]);
+            watch(&String::from_utf8_lossy(&seen));
+        }
+    });
+    let status = child.wait().context("waiting for QEMU")?;
+    let _ = copier.join();
     Ok(ending(status))
 }
 

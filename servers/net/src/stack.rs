@@ -266,9 +266,25 @@ impl<L: Link> Stack<L> {
         let mut active = false;
         // A few rounds: replies produced by received frames go out in the same call.
         for _ in 0..4 {
-            let result = self
-                .interface
-                .poll(instant(now_ms), &mut self.queues, &mut self.sockets);
+            let mut result =
+                self.interface
+                    .poll(instant(now_ms), &mut self.queues, &mut self.sockets);
+            // `poll` lets each socket send one segment; a bulk sender has more. Let them
+            // fill the transmit queue, so the link sends full batches (one driver call per
+            // TX_SLOTS frames instead of one per segment).
+            while self.queues.tx.len() < TX_QUEUE_LIMIT {
+                let queued = self.queues.tx.len();
+                if self
+                    .interface
+                    .poll_egress(instant(now_ms), &mut self.queues, &mut self.sockets)
+                    == smoltcp::iface::PollResult::SocketStateChanged
+                {
+                    result = smoltcp::iface::PollResult::SocketStateChanged;
+                }
+                if self.queues.tx.len() == queued {
+                    break;
+                }
+            }
             let moved = !self.queues.tx.is_empty();
             if moved && self.link.transmit(&mut self.queues.tx).is_err() {
                 self.link_errors += 1;

@@ -105,3 +105,68 @@ fn static_addressing_is_immediate() {
     stack.poll(0);
     assert_eq!(stack.link_errors(), 0);
 }
+
+#[test]
+fn a_bulk_sender_fills_the_transmit_queue_in_one_poll() {
+    use smoltcp::socket::tcp;
+    use smoltcp::wire::IpAddress;
+
+    let server_address = Ipv4Cidr::new(Ipv4Address::new(10, 0, 2, 15), 24);
+    let client_address = Ipv4Cidr::new(Ipv4Address::new(10, 0, 2, 2), 24);
+    let (server_link, client_link) = MemoryLink::pair();
+    let server_sent = server_link.sent.clone();
+    let mut server = Stack::new(
+        server_link,
+        config(Addressing::Static(server_address, None)),
+        0,
+    );
+    let mut client_config = config(Addressing::Static(client_address, None));
+    client_config.mac = [2, 0, 0, 0, 0, 2];
+    let mut client = Stack::new(client_link, client_config, 0);
+    let socket = || {
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+            tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+        )
+    };
+    let listener = server.sockets().add(socket());
+    server
+        .sockets()
+        .get_mut::<tcp::Socket<'_>>(listener)
+        .listen(19)
+        .expect("listen");
+    let connection = client.sockets().add(socket());
+    {
+        let (sockets, context) = client.sockets_and_context();
+        sockets
+            .get_mut::<tcp::Socket<'_>>(connection)
+            .connect(
+                context,
+                (IpAddress::Ipv4(server_address.address()), 19),
+                40000,
+            )
+            .expect("connect");
+    }
+    let mut now = 0;
+    while !server.sockets().get::<tcp::Socket<'_>>(listener).may_send() {
+        now += 1;
+        assert!(now < 1000, "no connection");
+        client.poll(now);
+        server.poll(now);
+    }
+    // The client advertises its window with the next exchange.
+    client.poll(now);
+    server.poll(now);
+    let queued = server
+        .sockets()
+        .get_mut::<tcp::Socket<'_>>(listener)
+        .send_slice(&[7u8; 60 * 1024])
+        .expect("queued");
+    assert_eq!(queued, 60 * 1024);
+    let before = *server_sent.lock();
+    server.poll(now + 1);
+    let frames = *server_sent.lock() - before;
+    // smoltcp's own poll sends one segment per socket, so a poll of four rounds sent at most
+    // four; now the window's worth (the client advertises 16 segments) leaves at once.
+    assert!(frames >= 8, "only {frames} frames left in one poll");
+}

@@ -1,32 +1,51 @@
 //! `demo`: the workload `cargo xtask run` shows. It waits until every other task has either
-//! reached its serve loop (blocked) or ended, prints a table of the tasks, and powers the system
-//! off with status 0 — or 1 if a task faulted.
+//! reached its serve loop (blocked) or ended **and** no live task holds the power-off (the hold
+//! protocol of this crate's library: netdemo holds it until a host client has exercised the
+//! network), prints a table of the tasks, and powers the system off with status 0 — or 1 if a
+//! task faulted.
 //!
-//! Later workloads (block check, network demo, dmastat) join the same system and this task
-//! waits for them the same way.
+//! The same binary, run as a task named `demo-serve` (added by `cargo xtask run --serve`),
+//! holds the power-off and never releases it, so the system keeps serving.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
 #[cfg(target_os = "none")]
 mod task {
-    use moat_abi::{CapabilityKind, Error, Syscall, TaskState, Timeout};
+    use demo::{Change, Holds};
+    use moat_abi::{CapSlot, CapabilityKind, Error, Message, Syscall, TaskState, Timeout};
     use moat_userlib::{Kernel, Syscalls, caps};
 
     moat_userlib::entry!(main);
 
-    /// How long the demo waits for the other tasks to settle.
+    /// How long the demo waits for runnable tasks to settle (holds have no deadline: each
+    /// holder bounds its own hold).
     const SETTLE_TIMEOUT_NS: u64 = 30_000_000_000;
 
     fn main() -> Result<u64, Error> {
+        if moat_userlib::task::name() == demo::SERVE_TASK {
+            return serve_forever();
+        }
         let kernel = Kernel;
         let tasks = caps::expect("task-control", CapabilityKind::TaskControl)
             .map_err(|_| Error::InvalidCapability)?;
+        let holds_endpoint = caps::find("serve:demo");
         let me = kernel.task_self()?.index();
         let deadline = kernel.time() + SETTLE_TIMEOUT_NS;
+        let mut holds = Holds::new();
+        let mut waiting_noted = false;
         loop {
-            // Sleep a little first: a wait with a timeout (this is also where the kernel sees
-            // the demo reach its loop, for `moat: ready`).
-            let _ = kernel.notify_wait(1, Timeout::from_milliseconds(10));
+            wait_for_holds(holds_endpoint, &mut holds);
+            let alive = |badge: u64| {
+                demo::task_index(badge)
+                    .and_then(|index| kernel.task_status(tasks, index).ok())
+                    .is_some_and(|status| {
+                        matches!(status.state, TaskState::Runnable | TaskState::Blocked)
+                    })
+            };
+            let dropped = holds.retain(alive);
+            if dropped > 0 {
+                log::info!("{dropped} holder(s) ended without releasing the power-off");
+            }
             let busy = (0u16..)
                 .map(|index| (index, kernel.task_status(tasks, index)))
                 .take_while(|(_, status)| !matches!(status, Err(Error::InvalidArgument)))
@@ -34,8 +53,18 @@ mod task {
                     *index != me && matches!(status, Ok(s) if s.state == TaskState::Runnable)
                 })
                 .count();
-            if busy == 0 || kernel.time() > deadline {
+            let settled = busy == 0 || kernel.time() > deadline;
+            if settled && holds.is_empty() {
                 break;
+            }
+            if settled && !waiting_noted {
+                waiting_noted = true;
+                for badge in holds.badges() {
+                    log::info!(
+                        "waiting for task {} to release the power-off",
+                        demo::task_index(*badge).unwrap_or(u16::MAX)
+                    );
+                }
             }
         }
         log::info!("task table:");
@@ -68,6 +97,55 @@ mod task {
         // SAFETY: SystemOff takes no pointer; it powers the machine off and does not return.
         unsafe { kernel.syscall(Syscall::SystemOff, [u64::from(tasks.0), status, 0, 0, 0, 0]) };
         Ok(status)
+    }
+
+    /// Sleeps 10 ms (a wait, which is also where the kernel sees the demo reach its loop, for
+    /// `moat: ready`), then applies every hold message queued meanwhile.
+    fn wait_for_holds(endpoint: Option<CapSlot>, holds: &mut Holds) {
+        let kernel = Kernel;
+        let _ = kernel.notify_wait(1, Timeout::from_milliseconds(10));
+        let Some(endpoint) = endpoint else {
+            return;
+        };
+        // At most a queue's worth per round, so a flood cannot keep the demo here.
+        for _ in 0..64 {
+            let mut message = Message::empty(0);
+            if kernel
+                .recv(endpoint, &mut message, Timeout::NonBlocking, 0)
+                .is_err()
+            {
+                return;
+            }
+            let badge = message.header.badge;
+            match holds.apply(message.label(), badge) {
+                Ok(Change::Held(_)) => log::info!(
+                    "task {} holds the power-off",
+                    demo::task_index(badge).unwrap_or(u16::MAX)
+                ),
+                Ok(Change::Released(_)) => log::info!(
+                    "task {} released the power-off",
+                    demo::task_index(badge).unwrap_or(u16::MAX)
+                ),
+                Ok(Change::Unchanged) => {}
+                Err(error) => log::warn!("hold message from badge {badge}: {error:?}"),
+            }
+            if let Some(reply) = message.reply_capability() {
+                // A call gets an empty answer; holders normally send.
+                let _ = kernel.reply(reply, &Message::empty(0));
+            }
+        }
+    }
+
+    /// `demo-serve`: holds the power-off and never releases it.
+    fn serve_forever() -> Result<u64, Error> {
+        let kernel = Kernel;
+        let endpoint = caps::expect("call:demo", CapabilityKind::Endpoint)
+            .map_err(|_| Error::InvalidCapability)?;
+        kernel.send(endpoint, &Message::empty(demo::HOLD))?;
+        log::info!("holding the power-off: the system serves until QEMU is stopped");
+        loop {
+            let _ = kernel.notify_wait(1, Timeout::Forever);
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
+use moat_dma_api::{ClientStats, FailureCounts, StatsSummary};
 use moat_net::Link;
 use moat_net::Stack;
 use moat_net::smoltcp::iface::SocketHandle;
@@ -52,6 +53,9 @@ pub struct ServiceStats {
     pub sink_bytes: u64,
     /// Bytes the source sent.
     pub source_bytes: u64,
+    /// Whether a host client has exercised the network: a status page showing echoed bytes
+    /// was served and the peer acknowledged all of it (our FIN). netdemo releases the demo's power-off hold then ([`DemoHold`]).
+    pub visited: bool,
 }
 
 /// Byte `offset` of the source's stream (and of what the host tests send): a pattern with a
@@ -92,6 +96,8 @@ struct HttpConnection {
     handle: SocketHandle,
     request: Vec<u8>,
     answered: bool,
+    /// This connection was answered with a status page that showed echoed bytes.
+    page_after_echo: bool,
 }
 
 /// The echo and HTTP services on one stack.
@@ -134,6 +140,7 @@ impl Services {
                     handle: sockets.add(tcp_socket(HTTP_BUFFER)),
                     request: Vec::new(),
                     answered: false,
+                    page_after_echo: false,
                 })
                 .collect(),
             sink: None,
@@ -167,6 +174,17 @@ impl Services {
     /// A kill requested over HTTP and answered (202), to be carried out by the caller.
     pub fn take_kill(&mut self) -> Option<KillRequest> {
         self.kill.take()
+    }
+
+    /// Whether an HTTP connection has request bytes that the next [`Services::serve`] may
+    /// answer with the status page: refresh the page's figures first, so it shows the traffic
+    /// up to this request.
+    pub fn page_pending<L: Link>(&self, stack: &mut Stack<L>) -> bool {
+        let sockets = stack.sockets();
+        self.http.iter().any(|connection| {
+            let socket = sockets.get::<tcp::Socket<'_>>(connection.handle);
+            !connection.answered && (socket.can_recv() || !connection.request.is_empty())
+        })
     }
 
     /// What the services have done.
@@ -250,8 +268,11 @@ impl Services {
             while socket.can_send() && socket.may_send() {
                 let start = source.count;
                 let sent = socket.send(|buffer| {
-                    for (i, byte) in buffer.iter_mut().enumerate() {
-                        *byte = source_byte(start + i as u64);
+                    // The pattern without a division per byte.
+                    let mut value = source_byte(start);
+                    for byte in buffer.iter_mut() {
+                        *byte = value;
+                        value = if value == 250 { 0 } else { value + 1 };
                     }
                     (buffer.len(), buffer.len())
                 });
@@ -267,9 +288,15 @@ impl Services {
         }
         for connection in &mut self.http {
             let socket = sockets.get_mut::<tcp::Socket<'_>>(connection.handle);
+            if connection.page_after_echo && delivered(socket.state()) {
+                // The peer acknowledged our FIN, so it has the whole page.
+                connection.page_after_echo = false;
+                self.stats.visited = true;
+            }
             if !socket.is_open() {
                 connection.request.clear();
                 connection.answered = false;
+                connection.page_after_echo = false;
                 let _ = socket.listen(HTTP_PORT);
                 continue;
             }
@@ -300,7 +327,11 @@ impl Services {
                 Some(request) if complete => {
                     kill_response(request, self.kill_allowed, &mut self.kill)
                 }
-                _ => respond(&connection.request, complete, &self.stats, &page),
+                _ => {
+                    connection.page_after_echo =
+                        complete && is_status_request(line) && self.stats.echo_bytes > 0;
+                    respond(&connection.request, complete, &self.stats, &page)
+                }
             };
             let _ = socket.send_slice(response.as_bytes());
             socket.close();
@@ -310,6 +341,19 @@ impl Services {
         }
         progress
     }
+}
+
+/// Whether a connection in `state` has had everything it sent, FIN included, acknowledged.
+fn delivered(state: tcp::State) -> bool {
+    matches!(
+        state,
+        tcp::State::FinWait2 | tcp::State::TimeWait | tcp::State::Closed | tcp::State::Listen
+    )
+}
+
+/// Whether a request line asks for the status page.
+fn is_status_request(line: &[u8]) -> bool {
+    line.starts_with(b"GET / ") || line.starts_with(b"GET /status ")
 }
 
 /// The answer to `GET /kill[?task=<index>]`: 202 and the request recorded in `pending` when
@@ -358,7 +402,7 @@ pub fn respond(
             "431 Request Header Fields Too Large",
             String::from("request too large\n"),
         )
-    } else if line.starts_with(b"GET / ") || line.starts_with(b"GET /status ") {
+    } else if is_status_request(line) {
         let mut body = String::new();
         page(stats, &mut body);
         ("200 OK", body)
@@ -376,12 +420,25 @@ pub fn respond(
     response
 }
 
-/// The status page body: uptime, address, the driver's counters and the services' figures.
+/// The DMA server's figures as an observer sees them (what `dmastat` prints).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DmaFigures {
+    /// The server-wide summary.
+    pub stats: StatsSummary,
+    /// Failures by reason.
+    pub failures: FailureCounts,
+    /// Every client's figures.
+    pub clients: Vec<ClientStats>,
+}
+
+/// The status page body: uptime (`uptime_ms`, the kernel's clock since boot), address, the driver's counters, the services' figures and
+/// the DMA server's figures (`dmastat`'s tables) when netdemo is an observer of it.
 pub fn status_page(
     out: &mut String,
     uptime_ms: u64,
     address: &str,
     counters: Option<&Counters>,
+    dma: Option<&DmaFigures>,
     stats: &ServiceStats,
 ) {
     let _ = writeln!(out, "moat netdemo");
@@ -427,6 +484,82 @@ pub fn status_page(
         "sink: {} bytes; source: {} bytes",
         stats.sink_bytes, stats.source_bytes
     );
+    match dma {
+        Some(dma) => {
+            let _ = writeln!(out, "\ndmastat:");
+            let _ = dmastat::write_summary(out, &dma.stats, &dma.failures);
+            let _ = dmastat::write_clients_header(out);
+            for client in &dma.clients {
+                let _ = dmastat::write_client_row(out, client);
+            }
+        }
+        None => {
+            let _ = writeln!(out, "\ndmastat: unavailable (no observer call:dma)");
+        }
+    }
+}
+
+/// Why netdemo released the demo's power-off hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// A host client exercised echo and HTTP ([`ServiceStats::visited`]).
+    Visited,
+    /// Nobody came within [`DemoHold::VISIT_WINDOW_MS`] of getting an address.
+    NoVisitor,
+    /// No address within [`DemoHold::ADDRESS_WINDOW_MS`] of starting.
+    NoAddress,
+}
+
+/// When netdemo lets the demo power off: after a host client has exercised the network, or
+/// after a window in which nobody came (so a boot without a host client still ends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DemoHold {
+    started_ms: u64,
+    address_ms: Option<u64>,
+    released: bool,
+}
+
+impl DemoHold {
+    /// How long after getting an address netdemo waits for a visitor.
+    pub const VISIT_WINDOW_MS: u64 = 30_000;
+    /// How long netdemo waits for an address.
+    pub const ADDRESS_WINDOW_MS: u64 = 60_000;
+
+    /// A hold taken at `now_ms`.
+    pub fn new(now_ms: u64) -> DemoHold {
+        DemoHold {
+            started_ms: now_ms,
+            address_ms: None,
+            released: false,
+        }
+    }
+
+    /// Called every poll; returns the reason once, when the hold should be released.
+    pub fn poll(
+        &mut self,
+        now_ms: u64,
+        has_address: bool,
+        stats: &ServiceStats,
+    ) -> Option<Release> {
+        if self.released {
+            return None;
+        }
+        if has_address && self.address_ms.is_none() {
+            self.address_ms = Some(now_ms);
+        }
+        let reason = match self.address_ms {
+            _ if stats.visited => Some(Release::Visited),
+            Some(at) if now_ms.saturating_sub(at) >= Self::VISIT_WINDOW_MS => {
+                Some(Release::NoVisitor)
+            }
+            None if now_ms.saturating_sub(self.started_ms) >= Self::ADDRESS_WINDOW_MS => {
+                Some(Release::NoAddress)
+            }
+            _ => None,
+        };
+        self.released = reason.is_some();
+        reason
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,11 @@
 //! `GET /kill?task=<index>` kill the task at that manifest index (the host tests kill the driver
 //! mid-transfer with it).
 //!
+//! Optional capabilities: `call:dma` with the observer role (the DMA server's figures on the
+//! status page, as dmastat prints them) and `call:demo` (the default system: netdemo holds the
+//! demo's power-off until a host client has exercised echo and HTTP, or nobody came within
+//! [`netdemo::DemoHold::VISIT_WINDOW_MS`]).
+//!
 //! If the driver dies (it is restarted by the supervisor), calls fail with `Dead`; the task
 //! attaches its frame region again and carries on (open connections time out or recover).
 //!
@@ -18,23 +23,31 @@ mod task {
 
     use alloc::format;
     use alloc::string::String;
+    use alloc::vec::Vec;
 
-    use moat_abi::{CapSlot, CapabilityKind, ENTROPY_RNDR, Rights, Timeout};
+    use moat_abi::{CapSlot, CapabilityKind, ENTROPY_RNDR, Message, Rights, Timeout};
+    use moat_dma_api::DmaClient;
     use moat_net::link::NetApiLink;
     use moat_net::stack::Addressing;
     use moat_net::{Entropy, Stack, StackConfig};
     use moat_net_api::{Counters, MappedRegion, NetClient, REGION_PAGES};
     use moat_userlib::{Kernel, Syscalls, caps, memory, task};
     use netdemo::{
-        ECHO_PORT, HTTP_PORT, KillRequest, SINK_PORT, SOURCE_PORT, Services, status_page,
+        DemoHold, DmaFigures, ECHO_PORT, HTTP_PORT, KillRequest, Release, SINK_PORT, SOURCE_PORT,
+        Services, status_page,
     };
 
     moat_userlib::entry!(main, heap_pages = 512);
 
-    /// Milliseconds between counter refreshes for the status page.
+    /// Milliseconds between counter refreshes for the status page (also refreshed for every
+    /// page request).
     const COUNTERS_EVERY_MS: u64 = 1_000;
     /// Longest sleep between polls.
     const MAX_SLEEP_MS: u64 = 10;
+    /// How long netdemo keeps polling (yielding) after the last progress before it sleeps.
+    const SPIN_NS: u64 = 2_000_000;
+    /// The notification bit netdemo sleeps on (a mask of 0 is refused by the kernel).
+    const SLEEP_BIT: u64 = 1 << 63;
 
     /// The virtual counter (CNTVCT_EL0), readable at EL0 under Moat.
     fn counter() -> u64 {
@@ -65,7 +78,33 @@ mod task {
         }
     }
 
+    /// The DMA server's figures, or `None` if it cannot be asked.
+    fn dma_figures(client: &DmaClient<Kernel>) -> Option<DmaFigures> {
+        let stats = client.stats().ok()?;
+        let failures = client.failures().ok()?;
+        let mut clients = Vec::new();
+        client
+            .for_each_client(64, |stats| clients.push(*stats))
+            .ok()?;
+        Some(DmaFigures {
+            stats,
+            failures,
+            clients,
+        })
+    }
+
     fn main() -> Result<(), &'static str> {
+        // First of all, so the demo cannot power off before the network has been shown.
+        let demo = caps::find("call:demo");
+        if let Some(demo) = demo {
+            match Kernel.send(demo, &Message::empty(::demo::HOLD)) {
+                Ok(()) => log::info!("holding the demo's power-off until a host client visits"),
+                Err(error) => log::warn!("demo hold: {error:?}"),
+            }
+        }
+        let dma = caps::find("call:dma").map(|endpoint| {
+            DmaClient::new(Kernel, endpoint).with_timeout(Timeout::from_milliseconds(500))
+        });
         let endpoint =
             caps::expect("call:net", CapabilityKind::Endpoint).map_err(|_| "call:net")?;
         let client =
@@ -124,7 +163,10 @@ mod task {
             }
         );
 
+        let mut idle_since: Option<u64> = None;
         let mut counters: Option<Counters> = None;
+        let mut figures: Option<DmaFigures> = None;
+        let mut hold = demo.map(|_| DemoHold::new(now_ms()));
         let mut counters_at = 0;
         let mut link_errors = 0;
         let mut announced = None;
@@ -137,17 +179,51 @@ mod task {
                     log::info!("address {address} ({})", stack.address_source());
                 }
             }
-            if counters.is_none() || now.saturating_sub(counters_at) >= COUNTERS_EVERY_MS {
+            if counters.is_none()
+                || now.saturating_sub(counters_at) >= COUNTERS_EVERY_MS
+                || services.page_pending(&mut stack)
+            {
                 counters = stack.link_ref().client().counters().ok();
+                figures = dma.as_ref().and_then(dma_figures);
                 counters_at = now;
             }
             let address = stack
                 .address()
                 .map_or_else(|| String::from("none"), |address| format!("{address}"));
-            let uptime = now.saturating_sub(start);
+            // The kernel's clock counts from boot.
+            let uptime = now;
             busy |= services.serve(&mut stack, |stats, out| {
-                status_page(out, uptime, &address, counters.as_ref(), stats)
+                status_page(
+                    out,
+                    uptime,
+                    &address,
+                    counters.as_ref(),
+                    figures.as_ref(),
+                    stats,
+                )
             });
+            if let (Some(demo), Some(reason)) = (
+                demo,
+                hold.as_mut()
+                    .and_then(|hold| hold.poll(now, stack.address().is_some(), &services.stats())),
+            ) {
+                match reason {
+                    Release::Visited => log::info!(
+                        "a host client exercised echo and HTTP; releasing the demo's power-off"
+                    ),
+                    Release::NoVisitor => log::info!(
+                        "no host client within {} s; releasing the demo's power-off",
+                        DemoHold::VISIT_WINDOW_MS / 1000
+                    ),
+                    Release::NoAddress => log::warn!(
+                        "no address within {} s; releasing the demo's power-off",
+                        DemoHold::ADDRESS_WINDOW_MS / 1000
+                    ),
+                }
+                if let Err(error) = Kernel.send(demo, &Message::empty(::demo::RELEASE)) {
+                    log::warn!("demo release: {error:?}");
+                }
+            }
             if let (Some(control), Some(request)) = (control, services.take_kill()) {
                 // Let the 202 leave first.
                 let _ = stack.poll(now_ms());
@@ -161,12 +237,24 @@ mod task {
                     Err(error) => log::warn!("driver unavailable: {error}"),
                 }
             }
-            if !busy {
-                let delay = stack
-                    .poll_delay_ms(now)
-                    .unwrap_or(MAX_SLEEP_MS)
-                    .clamp(1, MAX_SLEEP_MS);
-                let _ = Kernel.notify_wait(0, Timeout::from_milliseconds(delay));
+            if busy {
+                idle_since = None;
+            } else {
+                let now_ns = Kernel.time();
+                let idle_from = *idle_since.get_or_insert(now_ns);
+                if now_ns.saturating_sub(idle_from) < SPIN_NS {
+                    // A bulk transfer pauses only briefly (the next ACK or segment is on its
+                    // way): stay responsive.
+                    Kernel.yield_now();
+                } else {
+                    let delay = stack
+                        .poll_delay_ms(now)
+                        .unwrap_or(MAX_SLEEP_MS)
+                        .clamp(1, MAX_SLEEP_MS);
+                    // Nothing signals this bit: a plain sleep, which lets lower-priority tasks
+                    // (the demo) run and counts as waiting for `moat: ready`.
+                    let _ = Kernel.notify_wait(SLEEP_BIT, Timeout::from_milliseconds(delay));
+                }
             }
         }
     }

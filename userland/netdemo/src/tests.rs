@@ -52,7 +52,7 @@ impl World {
         self.now += 1;
         self.server.poll(self.now);
         self.services.serve(&mut self.server, |stats, out| {
-            status_page(out, 1234, "10.0.2.15/24", None, stats)
+            status_page(out, 1234, "10.0.2.15/24", None, None, stats)
         });
         self.client.poll(self.now);
     }
@@ -188,11 +188,138 @@ fn status_page_lists_counters() {
         61_005,
         "10.0.2.15/24",
         Some(&counters),
+        None,
         &ServiceStats::default(),
     );
     assert!(out.contains("uptime: 61.005 s"));
     assert!(out.contains("net rx: 5 frames"));
     assert!(out.contains("net tx: 0 frames, 77 bytes"));
+    assert!(out.contains("dmastat: unavailable"), "{out}");
+}
+
+#[test]
+fn status_page_shows_the_dma_figures() {
+    use moat_dma_api::{ClientIdentity, ClientStats, StatsSummary};
+    let dma = DmaFigures {
+        stats: StatsSummary {
+            total_slots: 512,
+            used_slots: 40,
+            high_water_slots: 64,
+            clients: 2,
+            ..StatsSummary::default()
+        },
+        clients: vec![ClientStats {
+            identity: ClientIdentity(4),
+            instance: None,
+            window_bytes: 1 << 20,
+            grants: 3,
+            granted_bytes: 4096,
+            used_slots: 2,
+            quarantined_slots: 0,
+            reset_pending: false,
+            bytes_to_device: 10,
+            bytes_from_device: 20,
+            failures: 0,
+        }],
+        ..DmaFigures::default()
+    };
+    let mut out = String::new();
+    status_page(
+        &mut out,
+        1,
+        "none",
+        None,
+        Some(&dma),
+        &ServiceStats::default(),
+    );
+    assert!(out.contains("\ndmastat:\nDMA pool: "), "{out}");
+    let row = out
+        .lines()
+        .skip_while(|line| !line.contains("high-water"))
+        .nth(1)
+        .expect("the slots row");
+    let numbers: Vec<u64> = row
+        .split_whitespace()
+        .map(|n| n.parse().expect("a number"))
+        .collect();
+    assert_eq!(numbers, [512, 40, 64, 0, 0, 2]);
+    assert!(out.contains("1.0 MiB"), "{out}");
+}
+
+#[test]
+fn a_status_page_after_an_echo_counts_as_a_visit_once_delivered() {
+    let mut world = World::new();
+    // A page before any echo is not a visit.
+    let page = fetch(&mut world, b"GET / HTTP/1.0\r\n\r\n", 44000);
+    assert!(page.starts_with("HTTP/1.0 200"), "{page}");
+    assert!(!world.services.stats().visited);
+    // Echo a little, close, then fetch the page again.
+    let echo = world.connect(ECHO_PORT, 44001, 4096);
+    let mut echoed = 0;
+    let mut sent = false;
+    for _ in 0..10_000 {
+        world.step();
+        let socket = world.client.sockets().get_mut::<tcp::Socket<'_>>(echo);
+        if !sent && socket.can_send() {
+            socket.send_slice(b"hello").expect("send");
+            sent = true;
+        }
+        while socket.can_recv() {
+            let mut chunk = [0u8; 64];
+            echoed += socket.recv_slice(&mut chunk).expect("recv");
+        }
+        if echoed == 5 {
+            socket.close();
+            break;
+        }
+    }
+    for _ in 0..50 {
+        world.step();
+    }
+    assert_eq!(world.services.stats().echo_bytes, 5);
+    assert!(!world.services.stats().visited);
+    // A 404 is not the page.
+    let missing = fetch(&mut world, b"GET /nope HTTP/1.0\r\n\r\n", 44002);
+    assert!(missing.starts_with("HTTP/1.0 404"), "{missing}");
+    assert!(!world.services.stats().visited);
+    let page = fetch(&mut world, b"GET / HTTP/1.0\r\n\r\n", 44003);
+    assert!(page.contains("echo: 1 connections, 5 bytes"), "{page}");
+    assert!(world.services.stats().visited);
+}
+
+#[test]
+fn the_demo_hold_is_released_once() {
+    let visited = ServiceStats {
+        visited: true,
+        ..ServiceStats::default()
+    };
+    let idle = ServiceStats::default();
+    let mut hold = DemoHold::new(1_000);
+    assert_eq!(hold.poll(2_000, false, &idle), None);
+    assert_eq!(hold.poll(3_000, true, &idle), None);
+    assert_eq!(hold.poll(4_000, true, &visited), Some(Release::Visited));
+    assert_eq!(hold.poll(5_000, true, &visited), None);
+    // Nobody comes: released a window after the address.
+    let mut hold = DemoHold::new(0);
+    assert_eq!(hold.poll(10, true, &idle), None);
+    assert_eq!(
+        hold.poll(10 + DemoHold::VISIT_WINDOW_MS - 1, true, &idle),
+        None
+    );
+    assert_eq!(
+        hold.poll(10 + DemoHold::VISIT_WINDOW_MS, true, &idle),
+        Some(Release::NoVisitor)
+    );
+    // No address at all.
+    let mut hold = DemoHold::new(0);
+    assert_eq!(
+        hold.poll(DemoHold::ADDRESS_WINDOW_MS - 1, false, &idle),
+        None
+    );
+    assert_eq!(
+        hold.poll(DemoHold::ADDRESS_WINDOW_MS, false, &idle),
+        Some(Release::NoAddress)
+    );
 }
 
 #[test]

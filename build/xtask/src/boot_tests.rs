@@ -526,6 +526,7 @@ fn realm_empty_ipa_boot() -> BootTest {
             checks: vec![realm::initial_measurement_matches, hook_not_refused],
             exit: ExpectedExit::Failure,
         },
+        network: false,
     }
 }
 

@@ -152,9 +152,9 @@ fresh for every run and left behind for inspection: offsets [0, 512 MiB) are hos
 (what the host and the devices see), [512 MiB, 1 GiB) the Realm's private memory.
 With --no-realm (or --el2) it boots the plain guest:
   qemu-system-aarch64 -M virt,gic-version=3 -cpu cortex-a72 -m 512M -kernel <Image>
-Either way: one virtio-blk disk (<target-dir>/moat/disk.img, created when missing) and one
-virtio-net device (QEMU user networking), both modern virtio-mmio, semihosting enabled and
-the console on stdio. xtask prints the paths (and the gdb port) before QEMU starts.
+Either way: one virtio-blk disk (<target-dir>/moat/disk.img, created when missing), one
+virtio-net device (QEMU user networking) and one virtio-rng device (entropy from the host),
+all modern virtio-mmio, semihosting enabled and the console on stdio. xtask prints the paths (and the gdb port) before QEMU starts.
 Exits with the guest's status: the kernel's semihosting exit status, or 0 after a PSCI
 SYSTEM_OFF. Quit QEMU by hand with Ctrl-A X if the system keeps serving.
 

@@ -319,8 +319,8 @@ Usage: cargo xtask test-kit
 1. Copies the workspace's sources to <target-dir>/kit-check/workspace (the repository stays
    clean), runs `new-driver kitcheck` there, and checks the generated crates untouched:
    cargo fmt --check, cargo test, cargo clippy -D warnings (host and aarch64-unknown-none),
-   and the release task binary for aarch64-unknown-none (built in
-   <target-dir>/kit-check/target, kept between runs).
+   and the release task binary for aarch64-unknown-none (into this workspace's target
+   directory, so the dependencies it already built are reused).
 2. The guide's worked example in this workspace: cargo test -p moat-virtio-rng -p
    moat-rng-api and the virtio-rng task binary; every path docs/writing-a-driver.md names
    must exist.

@@ -627,7 +627,9 @@ fn run(mut command: Command, what: &str) -> Result<()> {
 /// `cargo xtask test-kit`: generates a driver into a scratch copy of the workspace
 /// (`<target-dir>/kit-check/workspace`, so the repository stays clean) and checks that it
 /// builds for the target, passes clippy and its host tests untouched; then checks the guide's
-/// example (`moat-virtio-rng`, `moat-rng-api`) the same way in the real workspace.
+/// example (`moat-virtio-rng`, `moat-rng-api`) the same way in the real workspace. Builds go to
+/// this workspace's target directory, so what `cargo test` and `cargo xtask build` compiled
+/// before is reused.
 pub fn test_kit() -> Result<()> {
     let workspace = Workspace::locate()?;
     crate::workspace::ensure_rust_targets(&workspace)?;
@@ -640,13 +642,14 @@ pub fn test_kit() -> Result<()> {
     copy_tree(&workspace.root, &scratch)?;
     let names = names(KIT_CHECK_NAME, DEFAULT_DEVICE).map_err(anyhow::Error::msg)?;
     generate(&scratch, &names, &cargo)?;
-    // The scratch copy builds into its own target directory (kept between runs, so only what
-    // changed is rebuilt).
+    // The scratch copy builds into this workspace's target directory: registry crates already
+    // built there are reused (their artifacts do not depend on the workspace's path), and the
+    // copies of our crates get artifacts of their own (a path crate's id includes its path).
     let scratch_cargo = |args: &[&str]| {
         let mut command = Command::new(&cargo);
         command
             .current_dir(&scratch)
-            .env("CARGO_TARGET_DIR", kit.join("target"))
+            .env("CARGO_TARGET_DIR", &workspace.target_dir)
             .args(args);
         command
     };

@@ -572,8 +572,9 @@ pub fn new_driver(name: &str, device_type: &str) -> Result<()> {
          \x20 cargo xtask run --no-realm --manifest build/system-{name}.toml\n\
          \x20 add `-p {name} -p {api}` to the aarch64-unknown-none clippy line in .ci/run\n\
          \n\
-         To add it to the default system, paste into build/system.toml (and give a client\n\
-         `call = [\"{name}\"]`):\n"
+         To add it to the default system, paste into build/system.toml (only if no task there\n\
+         claims virtio:{device_type}:0 already: one task per device) and give a client\n\
+         `call = [\"{name}\"]`:\n"
     );
     print!("{}", task_entry(&names));
     Ok(())

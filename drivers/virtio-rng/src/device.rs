@@ -206,11 +206,6 @@ impl<T: Mmio, I: Interrupt> RngDevice<T, I> {
         self.failed
     }
 
-    /// The transport (e.g. for a fake device's handle in tests).
-    pub const fn transport(&self) -> &Transport<T> {
-        &self.transport
-    }
-
     /// Waits for the device to finish `token`; the bytes it says it wrote.
     fn wait_for(&mut self, token: Token) -> Result<u32, RngError> {
         for _ in 0..MAX_WAITS {

@@ -724,7 +724,7 @@ pub fn test_kit() -> Result<()> {
         "virtio-rng",
     ]);
     run(build, "guide example: task binary (aarch64-unknown-none)")?;
-    guide_paths_exist(&workspace.root)?;
+    check_guide(&workspace.root)?;
     println!("xtask: test-kit passed");
     Ok(())
 }
@@ -752,8 +752,62 @@ pub fn guide_paths(guide: &str) -> Vec<String> {
         .collect()
 }
 
-fn guide_paths_exist(root: &Path) -> Result<()> {
+/// A line without its trailing `// comment`, trimmed; `None` for a comment-only or empty line.
+fn code_part(line: &str) -> Option<&str> {
+    let code = line.find(" // ").map_or(line, |at| &line[..at]).trim();
+    (!code.is_empty() && !code.starts_with("//")).then_some(code)
+}
+
+/// What is wrong with the guide's Rust excerpts. Each ```` ```rust ```` block starts with
+/// `// <path>` and its other lines (trailing comments, comment-only lines and `// ...` aside)
+/// are lines of that file, in order: an excerpt that no longer matches the code fails.
+/// `read` returns a file's text by repository path.
+pub fn excerpt_problems(guide: &str, read: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut lines = guide.lines().enumerate();
+    while let Some((number, line)) = lines.next() {
+        if line.trim() != "```rust" {
+            continue;
+        }
+        let block: Vec<&str> = lines
+            .by_ref()
+            .map(|(_, line)| line)
+            .take_while(|line| line.trim() != "```")
+            .collect();
+        let at = number + 1;
+        let Some(path) = block
+            .first()
+            .and_then(|first| first.trim().strip_prefix("// "))
+        else {
+            problems.push(format!(
+                "line {at}: a Rust excerpt must start with `// <path>`"
+            ));
+            continue;
+        };
+        let Some(source) = read(path) else {
+            problems.push(format!("line {at}: {path} does not exist"));
+            continue;
+        };
+        let mut source_lines = source.lines().filter_map(code_part);
+        for wanted in block[1..].iter().filter_map(|line| code_part(line)) {
+            if !source_lines.any(|line| line == wanted) {
+                problems.push(format!(
+                    "line {at}: `{wanted}` is not in {path} (in this order)"
+                ));
+                break;
+            }
+        }
+    }
+    problems
+}
+
+fn check_guide(root: &Path) -> Result<()> {
     let guide = fs::read_to_string(root.join(GUIDE)).with_context(|| format!("reading {GUIDE}"))?;
+    let problems = excerpt_problems(&guide, |path| fs::read_to_string(root.join(path)).ok());
+    if !problems.is_empty() {
+        bail!("{GUIDE}: {}", problems.join("; "));
+    }
+    println!("xtask: {GUIDE}: every Rust excerpt matches its source");
     let missing: Vec<String> = guide_paths(&guide)
         .into_iter()
         .filter(|path| {
@@ -981,6 +1035,37 @@ mod tests {
             "{taken}"
         );
         let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn excerpts_must_be_the_sources_lines_in_order() {
+        let source = "fn a() {\n    let x = 1; // one\n    /// doc\n    let y = 2;\n}\n";
+        let read = |path: &str| (path == "src/a.rs").then(|| source.to_string());
+        let good = "text\n```rust\n// src/a.rs\nfn a() {\n// ...\nlet y = 2;   // two\n```\n";
+        assert!(excerpt_problems(good, read).is_empty());
+        let order = "```rust\n// src/a.rs\nlet y = 2;\nlet x = 1;\n```\n";
+        assert_eq!(excerpt_problems(order, read).len(), 1);
+        let changed = "```rust\n// src/a.rs\nlet x = 3;\n```\n";
+        assert!(excerpt_problems(changed, read)[0].contains("`let x = 3;` is not in src/a.rs"));
+        let no_path = "```rust\nfn a() {\n```\n";
+        assert!(excerpt_problems(no_path, read)[0].contains("must start with"));
+        let missing = "```rust\n// src/b.rs\n```\n";
+        assert!(excerpt_problems(missing, read)[0].contains("src/b.rs does not exist"));
+        // Other languages are not checked.
+        assert!(excerpt_problems("```toml\nx = 1\n```\n", read).is_empty());
+    }
+
+    #[test]
+    fn the_guides_excerpts_match_the_code() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let guide = fs::read_to_string(root.join(GUIDE)).expect("the guide");
+        let problems = excerpt_problems(&guide, |path| fs::read_to_string(root.join(path)).ok());
+        assert!(problems.is_empty(), "{problems:#?}");
+        let missing: Vec<String> = guide_paths(&guide)
+            .into_iter()
+            .filter(|path| !root.join(path.split('#').next().unwrap_or(path)).exists())
+            .collect();
+        assert!(missing.is_empty(), "{missing:?}");
     }
 
     #[test]

@@ -320,7 +320,10 @@ Usage: cargo xtask test-kit
    clean), runs `new-driver kitcheck` there, and checks the generated crates untouched:
    cargo fmt --check, cargo test, cargo clippy -D warnings (host and aarch64-unknown-none),
    and the release task binary for aarch64-unknown-none (into this workspace's target
-   directory, so the dependencies it already built are reused).
+   directory, so the dependencies it already built are reused); then builds
+   build/system-kitcheck.toml there and boots it (plain guest, the usual devices): the
+   driver must print `kitcheck: ready; self-check read 16 bytes` (read from QEMU's
+   virtio-rng) before `moat: ready`. Log: <target-dir>/kit-check/boot.log.
 2. The guide's worked example in this workspace: cargo test -p moat-virtio-rng -p
    moat-rng-api and the virtio-rng task binary; every path docs/writing-a-driver.md names
    must exist.

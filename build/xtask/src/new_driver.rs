@@ -1,7 +1,7 @@
 //! `cargo xtask new-driver NAME [--device TYPE]`: a new driver from the templates in
 //! `build/xtask/templates/`, and `cargo xtask test-kit`, which checks in CI that a freshly
-//! generated driver builds and passes its tests untouched (and that the guide's example,
-//! `drivers/virtio-rng`, does).
+//! generated driver builds, passes its tests and boots untouched (and that the guide's example,
+//! `drivers/virtio-rng`, builds and passes its tests, and the guide matches the code).
 //!
 //! Generated, for `NAME` and a VirtIO device type (default `entropy`):
 //! - `drivers/NAME`: package and binary `NAME` — device bring-up, a one-buffer request path
@@ -24,8 +24,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::manifest;
 use crate::workspace::Workspace;
+use crate::{console, manifest, qemu};
 
 /// The device type a driver is generated for unless `--device` says otherwise: QEMU's
 /// `virtio-rng-device`, which every `cargo xtask run` attaches.
@@ -627,7 +627,8 @@ fn run(mut command: Command, what: &str) -> Result<()> {
 
 /// `cargo xtask test-kit`: generates a driver into a scratch copy of the workspace
 /// (`<target-dir>/kit-check/workspace`, so the repository stays clean) and checks that it
-/// builds for the target, passes clippy and its host tests untouched; then checks the guide's
+/// builds for the target, passes clippy and its host tests untouched, and boots and reads from
+/// QEMU's virtio-rng in its generated system ([`boot_generated`]); then checks the guide's
 /// example (`moat-virtio-rng`, `moat-rng-api`) the same way in the real workspace. Builds go to
 /// this workspace's target directory, so what `cargo test` and `cargo xtask build` compiled
 /// before is reused.
@@ -705,6 +706,7 @@ pub fn test_kit() -> Result<()> {
         ]),
         "generated driver: task binary (aarch64-unknown-none)",
     )?;
+    boot_generated(&workspace, &scratch, &names)?;
     // The guide's worked example, in the real workspace.
     let mut tests = workspace.cargo();
     tests.args(["test", "-p", "moat-virtio-rng", "-p", "moat-rng-api"]);
@@ -726,6 +728,85 @@ pub fn test_kit() -> Result<()> {
     run(build, "guide example: task binary (aarch64-unknown-none)")?;
     check_guide(&workspace.root)?;
     println!("xtask: test-kit passed");
+    Ok(())
+}
+
+/// What a boot of a generated driver's system must print, in order (the driver's self-check
+/// read comes before it waits for requests, so before `moat: ready`).
+pub fn generated_boot_expectations(names: &Names) -> console::Expectations {
+    console::Expectations {
+        steps: vec![
+            console::Step::line("tasks: 3 started"),
+            console::Step::line(format!("{}: ready; self-check read 16 bytes", names.name)),
+            console::Step::line("moat: ready"),
+        ],
+        forbidden: vec!["KERNEL FAULT", "KERNEL PANIC", "self-check read failed"],
+        checks: vec![],
+        exit: console::ExpectedExit::SuccessOrStopped,
+    }
+}
+
+/// Builds the generated system (`build/system-NAME.toml`) in the scratch workspace with
+/// `cargo xtask build --manifest` and boots it as a plain guest with the usual devices: the
+/// driver must find QEMU's virtio-rng, read from it and reach its serve loop.
+fn boot_generated(workspace: &Workspace, scratch: &Path, names: &Names) -> Result<()> {
+    let manifest = format!("build/system-{}.toml", names.name);
+    println!("xtask: generated driver: cargo xtask build --manifest {manifest}");
+    let output = Command::new(cargo_program())
+        .current_dir(scratch)
+        .env("CARGO_TARGET_DIR", &workspace.target_dir)
+        .args(["xtask", "build", "--manifest", &manifest])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo xtask build in the scratch workspace")?;
+    if !output.status.success() {
+        bail!(
+            "cargo xtask build --manifest {manifest} failed ({})",
+            output.status
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let image = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    if !image.is_file() {
+        bail!("cargo xtask build printed no Image path (got {:?})", image);
+    }
+    qemu::ensure_installed()?;
+    let kit = workspace.target_dir.join("kit-check");
+    let disk = kit.join("disk.img");
+    crate::workspace::ensure_disk(&disk)?;
+    let setup = qemu::Setup::Full {
+        disk,
+        mode: qemu::Mode::Plain { el2: false },
+        gdb: false,
+        kernel_args: vec![],
+    };
+    let expected = generated_boot_expectations(names);
+    println!("xtask: generated driver: booting {}", image.display());
+    let captured = qemu::run_until(
+        qemu::command(&image, &setup),
+        std::time::Duration::from_secs(120),
+        &|log| console::steps_matched(log, &expected),
+        std::time::Duration::from_millis(500),
+    )?;
+    let log_path = kit.join("boot.log");
+    fs::write(&log_path, &captured.log)
+        .with_context(|| format!("writing {}", log_path.display()))?;
+    let problems = console::judge(&captured.log, captured.ending, &expected);
+    if !problems.is_empty() {
+        bail!(
+            "the generated driver's system did not boot as expected (log: {}):\n  {}",
+            log_path.display(),
+            problems.join("\n  ")
+        );
+    }
+    println!(
+        "xtask: generated driver: booted; `{}: ready; self-check read 16 bytes` after {:.1} s",
+        names.name,
+        captured
+            .awaited_after
+            .unwrap_or(captured.elapsed)
+            .as_secs_f64()
+    );
     Ok(())
 }
 
@@ -1066,6 +1147,20 @@ mod tests {
             .filter(|path| !root.join(path.split('#').next().unwrap_or(path)).exists())
             .collect();
         assert!(missing.is_empty(), "{missing:?}");
+    }
+
+    #[test]
+    fn a_generated_boot_needs_the_self_check_before_ready() {
+        let names = names("probe", "entropy").expect("valid");
+        let expected = generated_boot_expectations(&names);
+        let good =
+            "tasks: 3 started\nprobe: ready; self-check read 16 bytes\nmoat: ready (3 tasks)\n";
+        assert!(console::judge(good, console::Ending::Stopped, &expected).is_empty());
+        let failed = "tasks: 3 started\nprobe: ready; self-check read failed: device timed out\n\
+                      moat: ready\n";
+        assert!(!console::judge(failed, console::Ending::Stopped, &expected).is_empty());
+        let faulted = good.to_string() + "KERNEL FAULT: data abort\n";
+        assert!(!console::judge(&faulted, console::Ending::Stopped, &expected).is_empty());
     }
 
     #[test]

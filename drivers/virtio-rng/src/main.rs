@@ -3,7 +3,7 @@
 //! (`moat_rng_api::RngServer` over `moat_ipc::Server`).
 //!
 //! Capabilities (from the manifest): `serve:rng`, `call:dma`, `mmio:virtio:entropy:0`,
-//! `irq:virtio:entropy:0` on notification bit [`task::IRQ_BIT`].
+//! `irq:virtio:entropy:0` on notification bit 0 (`IRQ_BIT`).
 //!
 //! On the host this binary only prints a note: it is a task for `aarch64-unknown-none`.
 #![cfg_attr(target_os = "none", no_std)]
@@ -23,7 +23,7 @@ mod task {
     moat_userlib::entry!(main);
 
     /// Notification bit of the device interrupt (the manifest's `irq` entry).
-    pub const IRQ_BIT: u32 = 0;
+    const IRQ_BIT: u32 = 0;
 
     /// How long one wait for the device's interrupt may take.
     const IRQ_TIMEOUT_MS: u64 = 1_000;

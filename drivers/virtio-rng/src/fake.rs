@@ -29,6 +29,9 @@ pub const STALE: u8 = 0x5a;
 /// Bytes of the fake window.
 pub const WINDOW: usize = 64 * 1024;
 
+/// Most requests one [`FakeEntropy::process`] serves.
+pub const MAX_PER_PROCESS: usize = 64;
+
 /// A fake DMA window with a bump allocator.
 #[derive(Debug)]
 pub struct FakeDma {
@@ -60,6 +63,23 @@ impl FakeDma {
     /// The device's view of the window.
     pub fn device(&self) -> FakeDevice {
         FakeWindow::device(&self.window)
+    }
+
+    /// Device address of the window's first byte.
+    pub fn device_base(&self) -> u64 {
+        self.window.device_base()
+    }
+
+    /// Forgets every allocation and refills the window with [`STALE`]: a fresh server over the
+    /// same memory (fake windows are leaked, so a fuzz target reuses one). Earlier grants must
+    /// no longer be used.
+    pub fn recycle(&self) {
+        self.next.set(0);
+        self.maps_left.set(None);
+        self.reset_completes.set(0);
+        let _ = self
+            .device()
+            .write(self.device_base(), &std::vec![STALE; self.window.len()]);
     }
 
     /// After `maps` more allocations every allocation fails (`None`: never).
@@ -177,12 +197,15 @@ impl FakeEntropy {
         (self.state >> 24) as u8
     }
 
-    /// Serves every available request; raises the interrupt if any completed. Returns how many
-    /// were taken.
+    /// Serves the available requests (at most [`MAX_PER_PROCESS`], so a host that rewrote the
+    /// available index cannot keep the fake busy for long); raises the interrupt if any
+    /// completed. Returns how many were taken.
     pub fn process(&mut self) -> usize {
         let mut taken = 0;
         let mut completed = false;
-        while let Some(chain) = self.queue().and_then(FakeQueueDevice::pop) {
+        while taken < MAX_PER_PROCESS
+            && let Some(chain) = self.queue().and_then(FakeQueueDevice::pop)
+        {
             taken += 1;
             completed |= self.serve(&chain);
         }
@@ -205,7 +228,9 @@ impl FakeEntropy {
                 ));
             }
         }
-        let capacity = chain.writable_capacity() as usize;
+        // Descriptor lengths are whatever is in shared memory (a test's host may have rewritten
+        // them): no buffer the device can reach is larger than the window.
+        let capacity = (chain.writable_capacity() as usize).min(WINDOW);
         let count = self.misbehave.short.unwrap_or(capacity).min(capacity);
         let bytes: Vec<u8> = (0..count).map(|_| self.next_byte()).collect();
         let written = chain.write(&self.bus, &bytes).unwrap_or(0);

@@ -253,6 +253,19 @@ fn a_silent_device_times_out_instead_of_hanging() {
 }
 
 #[test]
+fn a_recycled_window_starts_a_fresh_device() {
+    let mut setup = start();
+    let mut out = vec![0u8; 8];
+    assert_eq!(setup.device.fill(&mut out), Ok(8));
+    setup.dma.recycle();
+    assert_eq!(setup.dma.reset_completes(), 0);
+    let (started, fake, _) = try_start(&setup.dma, 8);
+    let mut device = started.expect("starts again over the same memory");
+    assert_eq!(device.fill(&mut out), Ok(8));
+    assert_eq!(out[..], fake.borrow().produced[..]);
+}
+
+#[test]
 fn an_empty_fill_does_not_reach_the_device() {
     let mut setup = start();
     assert_eq!(setup.device.fill(&mut []), Ok(0));

@@ -153,6 +153,11 @@ const BLKCHECK_PASS: &str = "blkcheck: PASS";
 /// Lines of a failing blkcheck.
 const BLKCHECK_FAILURES: [&str; 1] = ["blkcheck: ERROR"];
 
+/// The demo's check of 1 KiB from the virtio-rng driver (before `moat: ready`; in any order
+/// with blkcheck's pass), and its failure.
+const RNG_PASS: &str = "rng: PASS";
+const RNG_FAIL: &str = "rng: FAIL";
+
 /// netdemo's line once a host client (the test's [`crate::net_tests::visit`]) has echoed and
 /// fetched its page: it releases the demo's power-off.
 pub const NET_VISITED: &str = "netdemo: a host client exercised echo and HTTP";
@@ -169,10 +174,15 @@ pub const DEMO_DONE: &str = "demo: demo complete; powering off with status 0";
 fn demo_steps() -> (Vec<Step>, Vec<&'static str>) {
     (
         vec![
-            Step::new(&[&[BLKCHECK_PASS], &["moat: ready"], &[NET_VISITED]]),
+            Step::new(&[
+                &[BLKCHECK_PASS],
+                &[RNG_PASS],
+                &["moat: ready"],
+                &[NET_VISITED],
+            ]),
             Step::line(DEMO_DONE),
         ],
-        vec![BLKCHECK_FAILURES[0], NET_NO_VISITOR],
+        vec![BLKCHECK_FAILURES[0], NET_NO_VISITOR, RNG_FAIL],
     )
 }
 
@@ -1003,6 +1013,7 @@ mod tests {
             + "moat: ready (1 tasks, 4256 KiB of RAM in use)\n"
             + "netdemo: a host client exercised echo and HTTP; releasing the demo's power-off\n"
             + "blkcheck: PASS 65536 KiB in 1032 requests\n"
+            + "rng: PASS 1024 bytes from virtio-rng: 50.1% one bits\n"
             + "demo: demo complete; powering off with status 0\n";
         assert!(console::judge(&done, Ending::Exited(0), &el1).is_empty());
         // It must power off by itself: stopped by xtask is a failure.
@@ -1012,6 +1023,7 @@ mod tests {
         for missing in [
             "netdemo: a host client exercised echo and HTTP; releasing the demo's power-off\n",
             "blkcheck: PASS 65536 KiB in 1032 requests\n",
+            "rng: PASS 1024 bytes from virtio-rng: 50.1% one bits\n",
             "demo: demo complete; powering off with status 0\n",
         ] {
             let log = done.replace(missing, "");
@@ -1025,6 +1037,8 @@ mod tests {
         assert!(should_stop(&lonely, &el1));
         let failed = done.clone() + "blkcheck: ERROR: FAIL 0 KiB\n";
         assert!(!console::judge(&failed, Ending::Exited(0), &el1).is_empty());
+        let bad_rng = done.clone() + "rng: FAIL device timed out\n";
+        assert!(!console::judge(&bad_rng, Ending::Exited(0), &el1).is_empty());
         // The wrong number of tasks fails.
         let wrong = done.replace("tasks: 2", "tasks: 3");
         assert!(!console::judge(&wrong, Ending::Exited(0), &el1).is_empty());

@@ -132,6 +132,26 @@ mod task {
                 }
             );
         }
+        // The virtio-rng driver's bytes when the system has one (`call:rng`), hashed with the
+        // kernel's per-task entropy (moat_rng_api::seed).
+        let rng = caps::find("call:rng").map(|slot| moat_rng_api::RngClient::new(Kernel, slot));
+        let seed = moat_rng_api::seed(rng.as_ref());
+        entropy.add(
+            if seed.from_device {
+                &b"rng"[..]
+            } else {
+                b"no-rng"
+            },
+            &seed.bytes,
+        );
+        log::info!(
+            "entropy: {}",
+            if seed.from_device {
+                "virtio-rng mixed in"
+            } else {
+                "no entropy device"
+            }
+        );
         entropy.add(b"mac", &link_info.mac.0);
         entropy.add(b"time", &Kernel.time().to_le_bytes());
         let moving = entropy.add_jitter(64, counter, || Kernel.yield_now());

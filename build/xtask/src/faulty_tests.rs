@@ -178,7 +178,12 @@ fn read_at(file: &mut File, offset: u64, len: usize) -> Result<Vec<u8>> {
 }
 
 /// The Realm run's checks on the files it left: the disk image and the guest RAM file.
-fn check_realm_files(log: &str, report: &ReportLine, disk: &Path, ram: &Path) -> Result<Vec<String>> {
+fn check_realm_files(
+    log: &str,
+    report: &ReportLine,
+    disk: &Path,
+    ram: &Path,
+) -> Result<Vec<String>> {
     let Some(layout) = realm::layout_from_log(log) else {
         return Ok(vec!["no realm-sim layout line on the console".into()]);
     };

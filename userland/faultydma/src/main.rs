@@ -103,8 +103,10 @@ mod task {
         // accesses touch it.
         let page = unsafe { MmioRegion::new(mapping.as_ptr(), mapping.len()) }
             .ok_or(Failure("device mapping", Error::BadLength))?;
-        let offset = spec::find_slot(&page, mapping.len(), spec::DEVICE_ID)
-            .ok_or(Failure("no virtio-blk slot in the page", Error::InvalidArgument))?;
+        let offset = spec::find_slot(&page, mapping.len(), spec::DEVICE_ID).ok_or(Failure(
+            "no virtio-blk slot in the page",
+            Error::InvalidArgument,
+        ))?;
         // SAFETY: as for `page`: `offset` + the register block lies inside the same mapping
         // (find_slot checked it), and the page-wide region is not used again.
         let registers = unsafe {
@@ -123,9 +125,7 @@ mod task {
         dma.reset_complete()
             .map_err(|_| Failure("DMA reset_complete", Error::Dead))?;
         // No device-specific feature: a plain read-write disk is all this needs.
-        transport
-            .initialize(0, RESET_POLLS)
-            .map_err(device_error)?;
+        transport.initialize(0, RESET_POLLS).map_err(device_error)?;
         let max = transport.queue_max_size(0).map_err(device_error)?;
         let size = SplitQueue::<Coherent>::fit_size(max, QUEUE_SIZE);
         let bytes = SplitQueue::<Coherent>::region_size(size)
@@ -155,7 +155,8 @@ mod task {
             "MemAlloc with MEM_ALLOC_PHYSICAL_FOR_TESTS (a kernel built for tests is needed)",
         ))?;
         let slot = CapSlot(
-            u32::try_from(results[1]).map_err(|_| Failure("MemAlloc slot", Error::InvalidArgument))?,
+            u32::try_from(results[1])
+                .map_err(|_| Failure("MemAlloc slot", Error::InvalidArgument))?,
         );
         let info = Kernel.mem_info(slot).map_err(fail("MemInfo"))?;
         if info.device_address == 0 || info.shared {
@@ -206,7 +207,8 @@ mod task {
         // The faulty WRITE: header and status are bounce grants, the data is the private page.
         let grant_error = |_| Failure("bounce grant", Error::OutOfMemory);
         let header = Bounce::to_device(
-            dma.map::<ToDevice>(spec::HEADER_SIZE, 0, 0).map_err(grant_error)?,
+            dma.map::<ToDevice>(spec::HEADER_SIZE, 0, 0)
+                .map_err(grant_error)?,
             &spec::header(request::OUT, SECTOR),
         )
         .map_err(|_| Failure("header bounce", Error::BadLength))?;
@@ -231,14 +233,18 @@ mod task {
             .map_err(|_| Failure("status copy", Error::BadLength))?;
         let header = header.complete();
         if written_status[0] != status::OK {
-            return Err(Failure("the device failed the write", Error::InvalidArgument));
+            return Err(Failure(
+                "the device failed the write",
+                Error::InvalidArgument,
+            ));
         }
 
         // The READ, done properly: every buffer a bounce grant.
         let header = Bounce::to_device(header, &spec::header(request::IN, SECTOR))
             .map_err(|_| Failure("header bounce", Error::BadLength))?;
         let data = Bounce::from_device(
-            dma.map::<FromDevice>(SECTOR_BYTES, 0, 0).map_err(grant_error)?,
+            dma.map::<FromDevice>(SECTOR_BYTES, 0, 0)
+                .map_err(grant_error)?,
             SECTOR_BYTES,
         )
         .map_err(|_| Failure("data bounce", Error::BadLength))?;
@@ -259,7 +265,10 @@ mod task {
             .map_err(|_| Failure("status copy", Error::BadLength))?;
         let _ = header.complete();
         if written_status[0] != status::OK || (written as usize) < SECTOR_BYTES + 1 {
-            return Err(Failure("the device failed the read", Error::InvalidArgument));
+            return Err(Failure(
+                "the device failed the read",
+                Error::InvalidArgument,
+            ));
         }
         log::info!(
             "sector {SECTOR} reads back {:#018x}..., the private buffer held {:#018x}...",

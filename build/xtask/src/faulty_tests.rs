@@ -433,6 +433,13 @@ mod tests {
     }
 
     #[test]
+    fn the_test_help_lists_both_boots() {
+        for name in ["faultydma-realm", "faultydma-plain", MANIFEST_PATH] {
+            assert!(crate::args::TEST_HELP.contains(name), "{name}");
+        }
+    }
+
+    #[test]
     fn each_mode_expects_its_own_verdict() {
         let realm = expectations(true);
         let plain = expectations(false);

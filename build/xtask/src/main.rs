@@ -266,8 +266,8 @@ fn test(options: TestOptions) -> Result<ExitCode> {
     }
 
     println!(
-        "==== builds: default system, test-hooks kernel, scan variant, kernel test system, \
-         realm-sim ===="
+        "==== builds: default system, test-hooks kernel, faulty-DMA system, scan variant, kernel \
+         test system, realm-sim ===="
     );
     let ready = workspace::build_kernel(&workspace).and_then(|image| {
         let tasks = system::load_manifest(&SystemPaths::default_system(&workspace))?

@@ -105,13 +105,14 @@ fn sector_of<'a>(disk: &'a [u8], report: &ReportLine) -> Option<&'a [u8]> {
     disk.get(start..start.checked_add(SECTOR_BYTES)?)
 }
 
-/// The host-side checks of the Realm run: `disk` is the disk image, `host` the host part of
-/// the guest RAM file, `private_at_address` the [`SECTOR_BYTES`] of the private part where
-/// the task's address maps (`None`: the address is outside the Realm's RAM).
+/// The host-side checks of the Realm run: `disk` is the disk image, `in_host` how often
+/// [`needle`] occurs in the host part of the guest RAM file ([`count_in_host`]),
+/// `private_at_address` the [`SECTOR_BYTES`] of the private part where the task's address maps
+/// (`None`: the address is outside the Realm's RAM).
 pub fn realm_problems(
     report: &ReportLine,
     disk: &[u8],
-    host: &[u8],
+    in_host: u64,
     private_at_address: Option<&[u8]>,
 ) -> Vec<String> {
     let secret = secret(report.seed);
@@ -132,7 +133,6 @@ pub fn realm_problems(
             "the secret is on the disk {on_disk} times: private bytes left the Realm"
         ));
     }
-    let in_host = count(host, &needle);
     if in_host > 0 {
         problems.push(format!(
             "the secret is in host memory {in_host} times: private bytes reached memory the \
@@ -177,6 +177,18 @@ fn read_at(file: &mut File, offset: u64, len: usize) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Occurrences of the secret's [`needle`] in the host part of the guest RAM file `file`
+/// (streamed: the part is 512 MiB).
+pub fn count_in_host(file: &mut File, layout: &Layout, seed: u64) -> Result<u64> {
+    file.seek(SeekFrom::Start(layout.host.start))?;
+    let (count, _) = realm::find_all(
+        file.by_ref().take(layout.host.end - layout.host.start),
+        &needle(seed),
+        0,
+    )?;
+    Ok(count)
+}
+
 /// The Realm run's checks on the files it left: the disk image and the guest RAM file.
 fn check_realm_files(
     log: &str,
@@ -187,18 +199,25 @@ fn check_realm_files(
     let Some(layout) = realm::layout_from_log(log) else {
         return Ok(vec!["no realm-sim layout line on the console".into()]);
     };
-    let Layout { host, private } = layout;
     let disk_bytes = fs::read(disk).with_context(|| format!("reading {}", disk.display()))?;
     let mut file = File::open(ram).with_context(|| format!("opening {}", ram.display()))?;
-    let host_bytes = read_at(&mut file, host.start, (host.end - host.start) as usize)
-        .with_context(|| format!("reading host memory from {}", ram.display()))?;
+    let length = file.metadata()?.len();
+    anyhow::ensure!(
+        length >= layout.private.end,
+        "{} is {length} bytes, smaller than host + private memory ({} bytes)",
+        ram.display(),
+        layout.private.end
+    );
+    let in_host = count_in_host(&mut file, &layout, report.seed)
+        .with_context(|| format!("scanning host memory in {}", ram.display()))?;
+    let host_len = layout.host.end - layout.host.start;
     let offset = report
         .address
         .checked_sub(RAM_BASE)
-        .filter(|offset| offset + SECTOR_BYTES as u64 <= host.end - host.start);
+        .filter(|offset| offset.saturating_add(SECTOR_BYTES as u64) <= host_len);
     let private_bytes = match offset {
         Some(offset) => Some(
-            read_at(&mut file, private.start + offset, SECTOR_BYTES)
+            read_at(&mut file, layout.private.start + offset, SECTOR_BYTES)
                 .with_context(|| format!("reading private memory from {}", ram.display()))?,
         ),
         None => None,
@@ -206,7 +225,7 @@ fn check_realm_files(
     Ok(realm_problems(
         report,
         &disk_bytes,
-        &host_bytes,
+        in_host,
         private_bytes.as_deref(),
     ))
 }
@@ -379,42 +398,62 @@ mod tests {
     fn a_realm_run_passes_only_when_the_secret_stayed_private() {
         let secret = secret(SEED);
         let disk = vec![0u8; 16 * SECTOR_BYTES];
-        let host = vec![0u8; 64 * 1024];
+        let host = 0;
         // The device wrote host bytes (zeros), the secret is in private memory: pass.
-        assert!(realm_problems(&report(), &disk, &host, Some(&secret)).is_empty());
+        assert!(realm_problems(&report(), &disk, host, Some(&secret)).is_empty());
 
         // The secret in the sector (the device read private memory): fails, and the
         // whole-disk scan sees it too.
         let mut leaked = disk.clone();
         leaked[4 * SECTOR_BYTES..5 * SECTOR_BYTES].copy_from_slice(&secret);
         assert_eq!(
-            realm_problems(&report(), &leaked, &host, Some(&secret)).len(),
+            realm_problems(&report(), &leaked, host, Some(&secret)).len(),
             2
         );
         // Part of the secret elsewhere on the disk: fails.
         let mut partial = disk.clone();
         partial[100..164].copy_from_slice(&secret[8..72]);
         assert_eq!(
-            realm_problems(&report(), &partial, &host, Some(&secret)).len(),
+            realm_problems(&report(), &partial, host, Some(&secret)).len(),
             1
         );
         // The secret in host memory (e.g. the buffer was shared memory): fails.
-        let mut exposed = host.clone();
-        exposed[4096..4096 + SECTOR_BYTES].copy_from_slice(&secret);
-        let problems = realm_problems(&report(), &disk, &exposed, Some(&secret));
+        let problems = realm_problems(&report(), &disk, 1, Some(&secret));
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("host memory"));
         // Not in private memory at the address (wrong address, or not private): fails, so the
         // test can fail.
-        let problems = realm_problems(&report(), &disk, &host, Some(&[0u8; SECTOR_BYTES]));
+        let problems = realm_problems(&report(), &disk, host, Some(&[0u8; SECTOR_BYTES]));
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("proves nothing"));
-        assert_eq!(realm_problems(&report(), &disk, &host, None).len(), 1);
+        assert_eq!(realm_problems(&report(), &disk, host, None).len(), 1);
         // A disk too small for the sector is a problem, not a panic.
         assert_eq!(
-            realm_problems(&report(), &disk[..SECTOR_BYTES], &host, Some(&secret)).len(),
+            realm_problems(&report(), &disk[..SECTOR_BYTES], host, Some(&secret)).len(),
             1
         );
+    }
+
+    #[test]
+    fn the_host_scan_reads_only_host_memory() {
+        let dir = std::env::temp_dir().join(format!("xtask-faulty-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ram");
+        let layout = Layout::for_ram(1 << 20);
+        let secret = secret(SEED);
+        let mut bytes = vec![0u8; 2 << 20];
+        // In private memory only: not counted.
+        bytes[(1 << 20) + 8192..(1 << 20) + 8192 + SECTOR_BYTES].copy_from_slice(&secret);
+        fs::write(&path, &bytes).unwrap();
+        let mut file = File::open(&path).unwrap();
+        assert_eq!(count_in_host(&mut file, &layout, SEED).unwrap(), 0);
+        // Straddling the end of host memory: not wholly in it, not counted; wholly in it: counted.
+        bytes[(1 << 20) - 30..(1 << 20) + 34].copy_from_slice(&secret[8..72]);
+        bytes[4096..4096 + SECTOR_BYTES].copy_from_slice(&secret);
+        fs::write(&path, &bytes).unwrap();
+        let mut file = File::open(&path).unwrap();
+        assert_eq!(count_in_host(&mut file, &layout, SEED).unwrap(), 1);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -965,10 +965,18 @@ impl Kernel {
         if pages == 0 || pages > 1 << 20 || !align.is_power_of_two() || align > 1 << 18 {
             return Err(Error::InvalidArgument);
         }
-        if flags & !moat_abi::MEM_ALLOC_SHAREABLE != 0 {
+        // MEM_ALLOC_PHYSICAL_FOR_TESTS exists only in a kernel built for tests (the faulty-DMA
+        // test task, docs/realm.md); any other kernel refuses it like an unknown flag.
+        let known = if cfg!(feature = "test-hooks") {
+            moat_abi::MEM_ALLOC_SHAREABLE | moat_abi::MEM_ALLOC_PHYSICAL_FOR_TESTS
+        } else {
+            moat_abi::MEM_ALLOC_SHAREABLE
+        };
+        if flags & !known != 0 {
             return Err(Error::InvalidArgument);
         }
         let shareable = flags & moat_abi::MEM_ALLOC_SHAREABLE != 0;
+        let physical = flags & moat_abi::MEM_ALLOC_PHYSICAL_FOR_TESTS != 0;
         let task = self.task(index).ok_or(Error::Dead)?;
         if task.frames_used + pages as usize > task.frames_quota {
             return Err(Error::QuotaExceeded);
@@ -1002,12 +1010,12 @@ impl Kernel {
         };
         let task = self.task_mut(index).ok_or(Error::Dead)?;
         task.frames_used += pages as usize;
-        let cap = Capability::new(
-            CapabilityKind::Memory,
-            object,
-            Rights::READ | Rights::WRITE | Rights::TRANSFER,
-            0,
-        );
+        let rights = if physical {
+            Rights::READ | Rights::WRITE | Rights::TRANSFER | Rights::PHYSICAL
+        } else {
+            Rights::READ | Rights::WRITE | Rights::TRANSFER
+        };
+        let cap = Capability::new(CapabilityKind::Memory, object, rights, 0);
         match task.caps.insert(cap) {
             Ok(slot) => Ok([u64::from(slot.0), 0, 0]),
             Err(error) => {

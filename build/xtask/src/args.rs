@@ -273,6 +273,22 @@ Usage: cargo xtask test [--timeout SECONDS] [--boot-only]
 3. The network system (build/system-net.toml), plain guest at EL1, driven from the host
    (build/xtask/src/net_tests.rs): netdemo's address, the status page, 16 MiB of echo over
    4 connections, the driver killed mid-transfer and restarted (log: test-logs/net.log).
+4. The faulty-DMA system (build/system-faultydma.toml, built with a `test-hooks` kernel:
+   <target-dir>/moat/system-faultydma-test-hooks.Image; build/xtask/src/faulty_tests.rs),
+   each boot with a fresh disk (test-logs/<test>.disk):
+     faultydma-realm
+                as a Realm under realm-sim: the faultydma task writes a sector from the
+                address of its private page holding a secret (its seed, sector and address
+                printed) and reads it back through a bounce grant:
+                `faultydma: PASS device got host bytes, not the private buffer (Realm)`, exit
+                status 0, no `realm-sim: error`/`refused`, KERNEL FAULT or `faultydma: ERROR`.
+                Then on the host: the secret (recomputed from the seed) is not in that sector,
+                nowhere on the disk and nowhere in host memory of the guest RAM file, and it
+                is in private memory exactly at the task's address (so the test can fail)
+     faultydma-plain
+                the control, plain guest at EL1: nothing protects memory, the task says
+                `faultydma: plain guest: the device read the private buffer` and the sector
+                on the disk must hold the secret (the disk check detects a leak)
 Prints a summary and exits non-zero if anything failed.
 
 Options:

@@ -10,6 +10,7 @@ mod args;
 mod bench;
 mod boot_tests;
 mod console;
+mod faulty_tests;
 mod image;
 mod manifest;
 mod net_tests;
@@ -270,8 +271,8 @@ fn test(options: TestOptions) -> Result<ExitCode> {
     }
 
     println!(
-        "==== builds: default system, test-hooks kernel, scan variant, kernel test system, \
-         realm-sim ===="
+        "==== builds: default system, test-hooks kernel, faulty-DMA system, scan variant, kernel \
+         test system, realm-sim ===="
     );
     let ready = workspace::build_kernel(&workspace).and_then(|image| {
         let tasks = system::load_manifest(&SystemPaths::default_system(&workspace))?
@@ -296,6 +297,12 @@ fn test(options: TestOptions) -> Result<ExitCode> {
                     &workspace,
                     &SystemPaths::default_system(&workspace),
                 ),
+            );
+            // The faulty-DMA test system, also with a test-hooks kernel (faulty_tests).
+            let faulty = record(
+                &mut results,
+                "faulty-DMA test system build (test-hooks kernel)",
+                faulty_tests::build(&workspace),
             );
             // The default system plus the confidentiality canary, for the Realm demo boots.
             let scan = record(
@@ -358,6 +365,16 @@ fn test(options: TestOptions) -> Result<ExitCode> {
                 if let Some(net_results) = record(&mut results, "network tests", net) {
                     results.extend(net_results);
                 }
+            }
+            // A driver handing its device a private buffer, as a Realm and plain (faulty_tests).
+            if let Some(faulty) = faulty {
+                println!("==== faulty DMA: {} ====", faulty_tests::MANIFEST_PATH);
+                results.extend(faulty_tests::run_tests(
+                    &faulty,
+                    images.realm_sim.as_deref(),
+                    &log_dir,
+                    options.timeout,
+                ));
             }
         }
     }

@@ -67,7 +67,9 @@ pub use layout::{
     in_map_region,
 };
 pub use message::{HEADER_SIZE, MAX_PAYLOAD, MESSAGE_SIZE, Message, MessageFlags, MessageHeader};
-pub use syscall::{MEM_ALLOC_SHAREABLE, RecvKind, Syscall, TaskState};
+pub use syscall::{
+    MEM_ALLOC_PHYSICAL_FOR_TESTS, MEM_ALLOC_SHAREABLE, RecvKind, Syscall, TaskState,
+};
 pub use task::TaskId;
 pub use time::Timeout;
 

@@ -76,7 +76,8 @@ pub enum Syscall {
     /// Allocate physically contiguous frames from the task's quota. `x0` = page count,
     /// `x1` = alignment in pages (a power of two; 0 means 1), `x2` = flags
     /// ([`MEM_ALLOC_SHAREABLE`]: from the shareable region, the only memory `Share` accepts). Result: `x1` = Memory slot with
-    /// `READ | WRITE | TRANSFER` (plus `PHYSICAL` if the manifest grants it). The frames are
+    /// `READ | WRITE | TRANSFER` (plus `PHYSICAL` with [`MEM_ALLOC_PHYSICAL_FOR_TESTS`], which
+    /// only a kernel built for tests accepts). The frames are
     /// zeroed and return to the quota when the last capability to them is dropped.
     MemAlloc = 15,
     /// Map memory into the caller. `x0` = Memory slot, `x1` = virtual address (page aligned),
@@ -134,6 +135,14 @@ pub enum Syscall {
 /// `MemAlloc` flag: allocate from the kernel's shareable region. Only such memory can be made
 /// shared with the host (`Share`); the region is mapped page by page so pages can change state.
 pub const MEM_ALLOC_SHAREABLE: u64 = 1 << 0;
+
+/// `MemAlloc` flag, honoured **only by a kernel built for tests** (cargo feature `test-hooks`;
+/// any other kernel refuses it with `InvalidArgument`): the Memory capability also carries
+/// `PHYSICAL`, so `MemInfo` reports the frames' address. It exists for one test task,
+/// `faultydma`, which hands a device the address of its *private* memory on purpose to show
+/// that in a Realm the device sees host memory there, never the private bytes
+/// (docs/realm.md). No real task has a reason to learn a private frame's address.
+pub const MEM_ALLOC_PHYSICAL_FOR_TESTS: u64 = 1 << 1;
 
 impl Syscall {
     /// Every syscall, in numeric order.

@@ -318,10 +318,10 @@ object {\"name_with_unit\": number, ...} with the names the table shows:
                               tasks: the kernel test system's 10,000 timed round trips under
                               QEMU -icount shift=0 (1 instruction per ns: ticks x 1e9 / counter
                               Hz / round trips)
-  realm_boot_ms               wall-clock time from starting QEMU to `moat: ready` as a Realm
+  realm_boot_to_ready_ms      wall-clock time from starting QEMU to `moat: ready` as a Realm
                               under realm-sim (xtask's clock when the line arrives: the kernel
                               prints no timestamps; QEMU TCG, so host load matters)
-  plain_boot_ms               the same for the plain guest at EL1
+  plain_boot_to_ready_ms      the same for the plain guest at EL1
   net_tcp_tx_MBps             bulk TCP guest -> host (netdemo's source, 64 MiB, every byte
                               checked) over QEMU user networking, build/system-net.toml, plain
                               guest; MB = 10^6 bytes

@@ -375,8 +375,8 @@ fn ipc_call_reply(bench: &mut Bench) -> Result<Outcome> {
 }
 
 /// Wall-clock time from starting QEMU to the kernel's `moat: ready` line, as a Realm under
-/// realm-sim (`realm_boot_ms`; it includes realm-sim copying and measuring the Image and the
-/// kernel's RIPAS RAM pass over all 512 MiB) and as the plain guest (`plain_boot_ms`). The
+/// realm-sim (`realm_boot_to_ready_ms`; it includes realm-sim copying and measuring the Image and the
+/// kernel's RIPAS RAM pass over all 512 MiB) and as the plain guest (`plain_boot_to_ready_ms`). The
 /// kernel prints no timestamps, so this is xtask's clock at the moment the line arrives: QEMU
 /// start-up included, TCG speed, host load matters. The default system is booted, or the kernel
 /// test system while the default system has no task.
@@ -396,8 +396,8 @@ fn boot_to_ready(bench: &mut Bench) -> Result<Outcome> {
     });
     let mut values = Vec::new();
     for (name, mode) in [
-        ("realm_boot_ms", realm),
-        ("plain_boot_ms", qemu::Mode::Plain { el2: false }),
+        ("realm_boot_to_ready_ms", realm),
+        ("plain_boot_to_ready_ms", qemu::Mode::Plain { el2: false }),
     ] {
         let captured = bench.boot_in(mode, &image, &[], &[], Some("moat: ready"))?;
         let Some(ready) = captured.awaited_after else {

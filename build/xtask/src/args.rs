@@ -20,6 +20,19 @@ pub enum Command {
     Test(TestOptions),
     /// Measurements: prints a table and writes `target/bench/results.json`.
     Bench(BenchOptions),
+    /// Generate a driver crate, its protocol crate and a system from the templates.
+    NewDriver(NewDriverOptions),
+    /// Check that a freshly generated driver and the guide's example build and pass their tests.
+    TestKit,
+}
+
+/// Options of `cargo xtask new-driver`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NewDriverOptions {
+    /// The driver's name: package, binary, task and endpoint.
+    pub name: String,
+    /// `--device TYPE`: the VirtIO device type (default `entropy`).
+    pub device: String,
 }
 
 /// Options of `cargo xtask bench`.
@@ -105,6 +118,10 @@ Commands:
   run     Build, then boot the kernel under QEMU with the console on this terminal
   test    Run the host tests (`cargo test`), then boot tests under QEMU
   bench   Run the benchmarks: print a table, write <target-dir>/bench/results.json
+  new-driver NAME
+          Generate drivers/NAME, libs/NAME-api and build/system-NAME.toml (a new driver)
+  test-kit
+          Check that a freshly generated driver and the guide's example build and pass tests
   help    Print this help, or a command's help: `cargo xtask help run`
 
 Run `cargo xtask <COMMAND> --help` for a command's options.
@@ -152,9 +169,9 @@ fresh for every run and left behind for inspection: offsets [0, 512 MiB) are hos
 (what the host and the devices see), [512 MiB, 1 GiB) the Realm's private memory.
 With --no-realm (or --el2) it boots the plain guest:
   qemu-system-aarch64 -M virt,gic-version=3 -cpu cortex-a72 -m 512M -kernel <Image>
-Either way: one virtio-blk disk (<target-dir>/moat/disk.img, created when missing) and one
-virtio-net device (QEMU user networking), both modern virtio-mmio, semihosting enabled and
-the console on stdio. xtask prints the paths (and the gdb port) before QEMU starts.
+Either way: one virtio-blk disk (<target-dir>/moat/disk.img, created when missing), one
+virtio-net device (QEMU user networking) and one virtio-rng device (entropy from the host),
+all modern virtio-mmio, semihosting enabled and the console on stdio. xtask prints the paths (and the gdb port) before QEMU starts.
 Exits with the guest's status: the kernel's semihosting exit status, or 0 after a PSCI
 SYSTEM_OFF. Quit QEMU by hand with Ctrl-A X if the system keeps serving.
 
@@ -264,6 +281,54 @@ Options:
   --quick   Criterion with 1 s warm-up and 2 s measurement per benchmark (noisier)
 ";
 
+/// Help of `cargo xtask new-driver`.
+pub const NEW_DRIVER_HELP: &str = "\
+cargo xtask new-driver: start a new driver from the templates (docs/writing-a-driver.md).
+
+Usage: cargo xtask new-driver NAME [--device TYPE]
+
+Writes, from build/xtask/templates/:
+  drivers/NAME            package and binary NAME: device bring-up (reset first), one request
+                          at a time through a bounce grant, the serve loop, a fake device that
+                          can misbehave, host tests
+  libs/NAME-api           package NAME-api: the protocol (Info, Read), a typed client and the
+                          serving side, host tests
+  build/system-NAME.toml  a system of the supervisor, the DMA server and the driver:
+                          cargo xtask run --no-realm --manifest build/system-NAME.toml
+and adds both crates to the root Cargo.toml (members, default-members) and NAME-api to
+[workspace.dependencies], then formats them with cargo fmt. It prints the [[task]] and
+[[endpoint]] to paste into build/system.toml to add the driver to the default system.
+The generated driver builds for aarch64-unknown-none and its tests pass as they are
+(`cargo xtask test-kit` checks that in CI).
+
+NAME: 1 to 28 characters a-z, 0-9 and single `-`, starting with a letter; not a Rust keyword,
+not an existing package, and no existing drivers/NAME, libs/NAME-api or build/system-NAME.toml.
+
+Options:
+  --device TYPE   The VirtIO device type the driver claims (virtio:TYPE:0): network, block,
+                  console, entropy (default: QEMU's virtio-rng-device, attached by every
+                  `cargo xtask run`), balloon, scsi, 9p, gpu, input, vsock, crypto, fs
+";
+
+/// Help of `cargo xtask test-kit`.
+pub const TEST_KIT_HELP: &str = "\
+cargo xtask test-kit: the driver kit's CI check.
+
+Usage: cargo xtask test-kit
+
+1. Copies the workspace's sources to <target-dir>/kit-check/workspace (the repository stays
+   clean), runs `new-driver kitcheck` there, and checks the generated crates untouched:
+   cargo fmt --check, cargo test, cargo clippy -D warnings (host and aarch64-unknown-none),
+   and the release task binary for aarch64-unknown-none (into this workspace's target
+   directory, so the dependencies it already built are reused); then builds
+   build/system-kitcheck.toml there and boots it (plain guest, the usual devices): the
+   driver must print `kitcheck: ready; self-check read 16 bytes` (read from QEMU's
+   virtio-rng) before `moat: ready`. Log: <target-dir>/kit-check/boot.log.
+2. The guide's worked example in this workspace: cargo test -p moat-virtio-rng -p
+   moat-rng-api and the virtio-rng task binary; every path docs/writing-a-driver.md names
+   must exist.
+";
+
 /// Parses the arguments that follow `cargo xtask` (the program name already removed).
 pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     let Some((subcommand, rest)) = args.split_first() else {
@@ -277,12 +342,20 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
             Some("run") => Ok(Command::Help(RUN_HELP)),
             Some("test") => Ok(Command::Help(TEST_HELP)),
             Some("bench") => Ok(Command::Help(BENCH_HELP)),
+            Some("new-driver") => Ok(Command::Help(NEW_DRIVER_HELP)),
+            Some("test-kit") => Ok(Command::Help(TEST_KIT_HELP)),
             Some(other) => Err(UsageError(format!("no help for unknown command `{other}`"))),
         },
         "build" => parse_build(rest),
         "run" => parse_run(rest),
         "test" => parse_test(rest),
         "bench" => parse_bench(rest),
+        "new-driver" => parse_new_driver(rest),
+        "test-kit" => match rest.first() {
+            None => Ok(Command::TestKit),
+            Some(arg) if is_help(arg) => Ok(Command::Help(TEST_KIT_HELP)),
+            Some(arg) => Err(UsageError(format!("unknown `test-kit` argument `{arg}`"))),
+        },
         other => Err(UsageError(format!("unknown command `{other}`"))),
     }
 }
@@ -372,6 +445,39 @@ fn parse_bench(args: &[String]) -> Result<Command, UsageError> {
         }
     }
     Ok(Command::Bench(options))
+}
+
+fn parse_new_driver(args: &[String]) -> Result<Command, UsageError> {
+    let mut name = None;
+    let mut device = None;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--device" => match iter.next() {
+                Some(kind) if !kind.starts_with('-') => device = Some(kind.clone()),
+                _ => {
+                    return Err(UsageError(
+                        "`--device` needs a VirtIO device type, e.g. `--device block`".into(),
+                    ));
+                }
+            },
+            _ if is_help(arg) => return Ok(Command::Help(NEW_DRIVER_HELP)),
+            _ if arg.starts_with('-') => {
+                return Err(UsageError(format!("unknown `new-driver` argument `{arg}`")));
+            }
+            _ if name.is_none() => name = Some(arg.clone()),
+            _ => {
+                return Err(UsageError(format!(
+                    "`new-driver` takes one NAME, got `{arg}` too"
+                )));
+            }
+        }
+    }
+    let name = name.ok_or_else(|| UsageError("`new-driver` needs a NAME".into()))?;
+    Ok(Command::NewDriver(NewDriverOptions {
+        name,
+        device: device.unwrap_or_else(|| crate::new_driver::DEFAULT_DEVICE.to_string()),
+    }))
 }
 
 fn parse_seconds(value: &str) -> Result<Duration, UsageError> {
@@ -526,6 +632,39 @@ mod tests {
             Ok(Command::Bench(BenchOptions { quick: true }))
         );
         assert!(parse_str("bench --slow").is_err());
+    }
+
+    #[test]
+    fn new_driver_and_test_kit() {
+        assert_eq!(
+            parse_str("new-driver my-dev"),
+            Ok(Command::NewDriver(NewDriverOptions {
+                name: "my-dev".into(),
+                device: "entropy".into()
+            }))
+        );
+        assert_eq!(
+            parse_str("new-driver --device block my-dev"),
+            Ok(Command::NewDriver(NewDriverOptions {
+                name: "my-dev".into(),
+                device: "block".into()
+            }))
+        );
+        assert!(parse_str("new-driver").is_err());
+        assert!(parse_str("new-driver a b").is_err());
+        assert!(parse_str("new-driver a --device").is_err());
+        assert!(parse_str("new-driver a --el2").is_err());
+        assert_eq!(
+            parse_str("new-driver --help"),
+            Ok(Command::Help(NEW_DRIVER_HELP))
+        );
+        assert_eq!(
+            parse_str("help new-driver"),
+            Ok(Command::Help(NEW_DRIVER_HELP))
+        );
+        assert_eq!(parse_str("test-kit"), Ok(Command::TestKit));
+        assert_eq!(parse_str("test-kit -h"), Ok(Command::Help(TEST_KIT_HELP)));
+        assert!(parse_str("test-kit now").is_err());
     }
 
     #[test]

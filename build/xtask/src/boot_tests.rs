@@ -144,14 +144,25 @@ const BLKCHECK_PASS: &str = "blkcheck: PASS";
 /// Lines of a failing blkcheck.
 const BLKCHECK_FAILURES: [&str; 1] = ["blkcheck: ERROR"];
 
+/// The demo's check of 1 KiB from the virtio-rng driver (before `moat: ready`; in any order
+/// with blkcheck's pass), and its failure.
+const RNG_PASS: &str = "rng: PASS";
+const RNG_FAIL: &str = "rng: FAIL";
+
+/// What the default system's workloads print before `moat: ready`.
+fn workloads_passed() -> Step {
+    Step::new(&[&[BLKCHECK_PASS], &[RNG_PASS]])
+}
+
 fn default_boot(name: &'static str, el2: bool, tasks: usize) -> BootTest {
     let mut steps = full_boot(if el2 { "EL2" } else { "EL1" });
     let (mut start, exit) = system_start(tasks);
     let mut forbidden = KERNEL_FAILURES.to_vec();
     if tasks > 0 {
         // Between `tasks: N started` and `moat: ready`.
-        start.insert(1, Step::line(BLKCHECK_PASS));
+        start.insert(1, workloads_passed());
         forbidden.extend(BLKCHECK_FAILURES);
+        forbidden.push(RNG_FAIL);
     }
     steps.extend(start);
     BootTest {
@@ -353,12 +364,13 @@ fn realm_demo_boot(name: &'static str, tasks: usize) -> BootTest {
         Step::line("moat: boot self-check passed"),
         Step::line("realm: manifest measured into REM0"),
         Step::line(format!("tasks: {tasks} started")),
-        Step::line(BLKCHECK_PASS),
+        workloads_passed(),
         Step::line("moat: ready"),
     ]);
     let mut forbidden = KERNEL_FAILURES.to_vec();
     forbidden.extend(REALM_FAILURES);
     forbidden.extend(BLKCHECK_FAILURES);
+    forbidden.push(RNG_FAIL);
     BootTest {
         name,
         system: System::Default,
@@ -866,8 +878,14 @@ mod tests {
         assert!(!console::judge(&unchecked, Ending::Stopped, &el1).is_empty());
         let log = log
             + "blkcheck: PASS 65536 KiB in 1032 requests\n"
+            + "rng: PASS 1024 bytes from virtio-rng: 50.1% one bits\n"
             + "moat: ready (1 tasks, 4256 KiB of RAM in use)\n";
         assert!(should_stop(&log, &el1));
+        // Without the entropy check, or with a failed one, the test fails.
+        let no_rng = log.replace("rng: PASS", "rng: ...");
+        assert!(!console::judge(&no_rng, Ending::Stopped, &el1).is_empty());
+        let bad_rng = log.clone() + "rng: FAIL device timed out\n";
+        assert!(!console::judge(&bad_rng, Ending::Stopped, &el1).is_empty());
         assert!(console::judge(&log, Ending::Stopped, &el1).is_empty());
         // A failing blkcheck fails the test.
         let failed = log.clone() + "blkcheck: ERROR: FAIL 0 KiB\n";

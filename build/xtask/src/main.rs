@@ -13,6 +13,7 @@ mod console;
 mod image;
 mod manifest;
 mod net_tests;
+mod new_driver;
 mod qemu;
 mod realm;
 mod system;
@@ -40,6 +41,10 @@ fn main() -> ExitCode {
             Command::Build(options) => build(options),
             Command::Run(options) => run(options),
             Command::Test(options) => test(options),
+            Command::NewDriver(options) => {
+                new_driver::new_driver(&options.name, &options.device).map(|()| ExitCode::SUCCESS)
+            }
+            Command::TestKit => new_driver::test_kit().map(|()| ExitCode::SUCCESS),
             Command::Bench(options) => bench::run(options).map(|passed| {
                 if passed {
                     ExitCode::SUCCESS

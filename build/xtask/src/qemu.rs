@@ -62,8 +62,9 @@ pub struct Realm {
 /// How QEMU is set up around the kernel image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Setup {
-    /// The guest xtask normally runs: semihosting for the exit status, one virtio-blk disk and
-    /// one virtio-net device as modern virtio-mmio with `iommu_platform=on`.
+    /// The guest xtask normally runs: semihosting for the exit status, one virtio-blk disk, one
+    /// virtio-net device and one virtio-rng device (the host's entropy), as modern virtio-mmio
+    /// with `iommu_platform=on`.
     Full {
         /// Raw disk image behind the virtio-blk device.
         disk: PathBuf,
@@ -159,6 +160,8 @@ pub fn arguments(image: &Path, setup: &Setup) -> Vec<String> {
                 "user,id=net0",
                 "-device",
                 "virtio-net-device,netdev=net0,iommu_platform=on",
+                "-device",
+                "virtio-rng-device,iommu_platform=on",
                 "-append",
                 &command_line.join(" "),
             ]
@@ -446,6 +449,7 @@ mod tests {
              -drive if=none,id=disk0,file=/t/moat/disk.img,format=raw \
              -device virtio-blk-device,drive=disk0,iommu_platform=on \
              -netdev user,id=net0 -device virtio-net-device,netdev=net0,iommu_platform=on \
+             -device virtio-rng-device,iommu_platform=on \
              -append semihosting"
         );
     }
@@ -508,6 +512,7 @@ mod tests {
              -drive if=none,id=disk0,file=/t/moat/disk.img,format=raw \
              -device virtio-blk-device,drive=disk0,iommu_platform=on \
              -netdev user,id=net0 -device virtio-net-device,netdev=net0,iommu_platform=on \
+             -device virtio-rng-device,iommu_platform=on \
              -append semihosting dma-address=canonical"
         );
     }

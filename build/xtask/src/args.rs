@@ -582,9 +582,17 @@ mod tests {
                 stress_host: false,
                 gdb: true,
                 manifest: Some("m.toml".into()),
+                shell: false,
                 kernel_args: vec![]
             }))
         );
+        let Ok(Command::Run(options)) = parse_str("run --shell --no-realm") else {
+            panic!("run --shell parses");
+        };
+        assert!(options.shell && !options.realm());
+        let error = parse_str("run --shell --manifest m.toml").unwrap_err();
+        assert!(error.0.contains("--shell"), "{error}");
+        assert!(RUN_HELP.contains("--shell"));
     }
 
     #[test]
@@ -619,6 +627,7 @@ mod tests {
                 stress_host: false,
                 gdb: false,
                 manifest: None,
+                shell: false,
                 kernel_args: vec!["fault=data-abort".into(), "--el2".into(), "--".into()],
             }))
         );
@@ -638,7 +647,15 @@ mod tests {
             parse_str("test --timeout 5 --boot-only"),
             Ok(Command::Test(TestOptions {
                 timeout: Duration::from_secs(5),
-                boot_only: true
+                boot_only: true,
+                shell_only: false,
+            }))
+        );
+        assert_eq!(
+            parse_str("test --shell-only"),
+            Ok(Command::Test(TestOptions {
+                shell_only: true,
+                ..TestOptions::default()
             }))
         );
         assert!(parse_str("test --timeout").is_err());

@@ -174,3 +174,147 @@ fn without_task_control_ps_and_poweroff_say_why() {
     // Nothing powered off: the session ended when the fake's input ran dry.
     assert_eq!(system.kernel.system_off_status(), None);
 }
+
+mod with_the_dma_server {
+    //! `dmastat` and `trace` against the real DMA server (its serve loop over the fake kernel).
+
+    use std::sync::{Arc, Mutex};
+
+    use moat_abi::Syscall;
+    use moat_dma_api::protocol::Role;
+    use moat_dma_api::{
+        ClientConfig, ClientIdentity, DmaClient, DmaConfig, FakeWindow, ToDevice, badge,
+    };
+    use moat_dma_server::serve::{Endpoints, Serve};
+
+    use super::*;
+
+    const TABLE: &[u8] = b"supervisor supervisor\ndma dma\nblk virtio-blk\nshell shell\n";
+    const BLK: ClientIdentity = ClientIdentity(3);
+    const QUOTA: u64 = 64 * 1024;
+
+    fn wait_for_reads(kernel: &FakeKernel, at_least: usize) {
+        for _ in 0..1000 {
+            if kernel.count(Syscall::ConsoleRead) >= at_least {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the shell never read the console {at_least} times");
+    }
+
+    #[test]
+    fn dmastat_prints_the_servers_tables_and_trace_follows_new_events() {
+        let kernel = FakeKernel::new();
+        let _supervisor = kernel.add_task("supervisor");
+        let dma = kernel.add_task("dma");
+        let blk = kernel.add_task("blk");
+        let shell = kernel.add_task("shell");
+        let (endpoint, serve_dma) = kernel.create_endpoint(&dma, "serve:dma");
+        let share = kernel.grant_share(&dma, "share");
+        let blk_to_dma =
+            kernel.grant_endpoint(&blk, endpoint, "call:dma", badge::encode(BLK, Role::Client));
+        let shell_to_dma = kernel.grant_endpoint(
+            &shell,
+            endpoint,
+            "call:dma",
+            badge::encode(ClientIdentity(4), Role::Observer),
+        );
+        let config = DmaConfig {
+            budget_bytes: QUOTA,
+            clients: heapless::Vec::from_slice(&[ClientConfig {
+                identity: BLK,
+                quota_bytes: QUOTA,
+                name: heapless::String::try_from("blk").expect("short"),
+            }])
+            .expect("room"),
+        };
+        let zero = |task: &FakeTask, address: usize, len: usize| {
+            task.write(address, &vec![0; len])
+                .map_err(|_| moat_dma_server::error::DmaError::Backing)
+        };
+        let serve = Arc::new(Mutex::new(Serve::new(
+            dma.clone(),
+            share,
+            zero,
+            config,
+            Endpoints {
+                clients: serve_dma,
+                admin: None,
+            },
+        )));
+        kernel.set_pump(endpoint, move || {
+            serve
+                .lock()
+                .expect("not poisoned")
+                .serve_pending()
+                .expect("receives");
+        });
+        // A driver registers and maps once before the session (an event dmastat lists).
+        let mut client = DmaClient::new(blk.clone(), blk_to_dma);
+        client
+            .register_with(None, |_, _, info| {
+                let size = usize::try_from(info.size).expect("fits");
+                Ok(FakeWindow::with_device_base(size, 0, info.device_base).into_window())
+            })
+            .expect("registers");
+        let early = client.map::<ToDevice>(100, 0, 0).expect("maps");
+        client.unmap(early).expect("unmaps");
+
+        let services = Services {
+            console_input: kernel.grant_console_input(&shell, "console-input"),
+            task_control: Some(kernel.grant_task_control(&shell, "task-control")),
+            dma: Some(shell_to_dma),
+            blk: None,
+            net: None,
+            rng: None,
+        };
+        let shell_task = shell.clone();
+        let runner = thread::spawn(move || {
+            let mut out = String::new();
+            let _ = run_task(|| {
+                let mut shell = Shell::new(shell_task, services, TaskTable::parse(TABLE), None);
+                shell.serve(&mut out)
+            });
+            out
+        });
+        kernel.type_input(b"dmastat --reset-hiwater\rtrace 60\r");
+        // The first read takes both lines; `trace` then polls the console for a key.
+        wait_for_reads(&kernel, 3);
+        let grant = client.map::<ToDevice>(1500, 0, 0).expect("maps");
+        client.unmap(grant).expect("unmaps");
+        let polled = kernel.count(Syscall::ConsoleRead);
+        wait_for_reads(&kernel, polled + 2);
+        kernel.type_input(b"xpoweroff\r");
+        let printed = runner.join().expect("shell thread");
+
+        assert!(
+            printed.contains("dmastat: high-water mark reset"),
+            "{printed}"
+        );
+        assert!(printed.contains("DMA pool: "), "{printed}");
+        assert!(printed.contains("client   instance"), "{printed}");
+        // The early map and unmap are in dmastat's event list, not in the trace.
+        let (dmastat, trace) = printed
+            .split_once("trace: following DMA events for 60 s; press any key to stop")
+            .expect("trace started");
+        assert!(dmastat.contains("map             3 to_dev"), "{dmastat}");
+        assert!(dmastat.contains("unmap           3"), "{dmastat}");
+        let trace_rows: Vec<&str> = trace
+            .lines()
+            .filter(|line| line.contains(" 3 to_dev"))
+            .collect();
+        assert_eq!(trace_rows.len(), 2, "{trace}");
+        assert!(trace_rows[0].contains("map") && trace_rows[0].contains("1.5 KiB"));
+        assert!(trace_rows[1].contains("unmap"));
+        assert!(
+            trace.contains("trace: 2 events (stopped by a key)"),
+            "{trace}"
+        );
+        assert!(
+            trace.contains("poweroff: powering the system off"),
+            "{trace}"
+        );
+        assert_eq!(kernel.system_off_status(), Some(0));
+    }
+}

@@ -522,6 +522,8 @@ fn check(raw: &RawManifest, problems: &mut Problems<'_>) -> Manifest {
     let mut mmio_owners: Vec<(DeviceName, String)> = Vec::new();
     let mut share_holder: Option<String> = None;
     let mut console_input_holder: Option<String> = None;
+    // Where the first `console-input = true` is, for the task table check below.
+    let mut console_input_span: Option<std::ops::Range<usize>> = None;
     let mut dma_total_kib = 0i64;
     let mut dma_clients = 0usize;
 
@@ -749,6 +751,7 @@ fn check(raw: &RawManifest, problems: &mut Problems<'_>) -> Manifest {
                 );
             } else {
                 console_input_holder = Some(name.to_string());
+                console_input_span = Some(span.clone());
             }
             if task.serve.iter().any(|e| e.get_ref() == dma::ENDPOINT) {
                 problems.at(
@@ -885,6 +888,22 @@ fn check(raw: &RawManifest, problems: &mut Problems<'_>) -> Manifest {
             dma_quota_kib,
             dma_role,
         });
+    }
+    if let Some(span) = console_input_span {
+        let table: usize = tasks
+            .iter()
+            .map(|task| task.name.len() + task.bin.len() + 2)
+            .sum();
+        if table > moat_abi::MAX_TASK_CONFIG {
+            problems.at(
+                span,
+                format!(
+                    "the task table for the console-input holder would be {table} bytes, more \
+                     than the {} a task configuration holds (shorter task or binary names)",
+                    moat_abi::MAX_TASK_CONFIG
+                ),
+            );
+        }
     }
     check_dma_server(
         raw,
@@ -1051,7 +1070,8 @@ impl Manifest {
 
     /// The task table the ConsoleInput holder (the shell) gets as its configuration: one line
     /// per task in manifest order, `<name> <bin>\n` (so `ps` can name tasks and `kill` can
-    /// find one by task or binary name). Empty if it does not fit [`moat_abi::MAX_TASK_CONFIG`].
+    /// find one by task or binary name). `parse` refuses a manifest whose table would not fit
+    /// [`moat_abi::MAX_TASK_CONFIG`]; should one get here anyway, the blob is empty.
     pub fn task_table_blob(&self) -> Vec<u8> {
         let mut table = String::new();
         for task in &self.tasks {
@@ -1565,6 +1585,25 @@ depth = 2
         );
         let compiled = parse(&source, "x").expect("valid").compile();
         assert!(compiled.tasks[2].config.is_empty());
+    }
+
+    #[test]
+    fn a_task_table_too_big_for_the_configuration_is_refused() {
+        let mut source = GOOD.replace(
+            "restart = \"never\"",
+            "restart = \"never\"\nconsole-input = true",
+        );
+        for index in 0..40 {
+            source.push_str(&format!(
+                "\n[[task]]\nname = \"worker-with-a-long-name-{index:02}\"\npackage = \"hello\"\n\
+                 bin = \"a-binary-with-a-long-name-{index:02}\"\npriority = 5\nmemory-kib = 64\n"
+            ));
+        }
+        refused(
+            &source,
+            line_of(&source, "console-input = true"),
+            "the task table for the console-input holder would be",
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("help", "this list"),
     (
         "ps",
-        "every task: index, name, state, instance (index.generation), restarts",
+        "every task: index, name, binary, state, instance (index.generation), generation",
     ),
     (
         "dmastat [--reset-hiwater]",

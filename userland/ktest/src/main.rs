@@ -630,7 +630,7 @@ mod task {
         report.check("call-to-dead-task", dead_peer(&kernel, victim, tasks));
         report.check(
             "console-read-refuses-bad-buffers",
-            console_read_errors(&kernel, tasks),
+            console_read_errors(tasks),
         );
         report.check(
             "syscall-fuzz-leaves-kernel-running",
@@ -731,7 +731,7 @@ mod task {
     /// build/system-ktest.toml; the boot tests give QEMU no input): every bad argument is an
     /// error, never a kernel fault, and with nothing typed the read does not block past its
     /// timeout.
-    fn console_read_errors(kernel: &Kernel, tasks: CapSlot) -> Outcome {
+    fn console_read_errors(tasks: CapSlot) -> Outcome {
         let input = cap("console-input", CapabilityKind::ConsoleInput)
             .map_err(|e| to_string(format_args!("no console-input capability: {e:?}")))?;
         let mut buffer = [0u8; 16];

@@ -108,6 +108,10 @@ pub struct Kernel {
     /// `ticks_per_ns_fixed(frequency)`.
     ticks_per_ns: u64,
     stack_top: usize,
+    /// Whether a task may read console input (the UART's receiver is then on).
+    console_input: bool,
+    /// The console UART's interrupt, when console input is on and the tree names it.
+    console_intid: Option<u32>,
 }
 
 static KERNEL: Mutex<Option<Box<Kernel>>> = Mutex::new(None);
@@ -232,7 +236,26 @@ pub fn start(
         frequency,
         ticks_per_ns: ticks_per_ns_fixed(frequency),
         stack_top,
+        console_input: false,
+        console_intid: None,
     });
+    // Console input only when some task may read it (`console-input` in the manifest).
+    let console_input = manifest
+        .tasks
+        .iter()
+        .any(|spec| spec.caps.iter().any(|c| c.cap == CapSpec::ConsoleInput));
+    if console_input {
+        kernel.console_input = true;
+        crate::console::enable_input();
+        match platform.uart.and_then(|uart| uart.interrupt) {
+            Some(interrupt) => {
+                irq::configure_spi(interrupt.intid, interrupt.edge);
+                kernel.console_intid = Some(interrupt.intid);
+                kprintln!("console: input on (interrupt {})", interrupt.intid);
+            }
+            None => kprintln!("console: input on (polled every timer tick)"),
+        }
+    }
     for (index, spec) in manifest.tasks.iter().enumerate() {
         for cap in &spec.caps {
             if let CapSpec::Irq { device, bit } = &cap.cap {
@@ -356,6 +379,12 @@ impl Kernel {
                     Rights::ALL,
                     0,
                 ),
+                CapSpec::ConsoleInput => Capability::new(
+                    CapabilityKind::ConsoleInput,
+                    Object::ConsoleInput,
+                    Rights::RECEIVE,
+                    0,
+                ),
             };
             caps.push((named.name.clone(), cap));
         }
@@ -411,7 +440,11 @@ impl Kernel {
         let mut newly_ready = false;
         if let Some(task) = self.task_mut(index) {
             task.state = RunState::Blocked { wait, deadline };
-            if matches!(wait, Wait::Receive { .. } | Wait::Notification { .. }) && !task.ready {
+            if matches!(
+                wait,
+                Wait::Receive { .. } | Wait::Notification { .. } | Wait::ConsoleRead { .. }
+            ) && !task.ready
+            {
                 task.ready = true;
                 newly_ready = true;
             }
@@ -1609,6 +1642,7 @@ impl Kernel {
             Syscall::TaskKill => self.task_kill(index, a[0], a[1]),
             Syscall::TaskRestart => self.task_restart(index, a[0], a[1]),
             Syscall::TaskStatus => self.task_status(index, a[0], a[1]),
+            Syscall::ConsoleRead => self.console_read(index, a[0], a[1], a[2], a[3]),
             Syscall::SystemOff => match self.task_control(index, a[0]) {
                 Ok(()) => {
                     kprintln!(
@@ -1634,6 +1668,82 @@ impl Kernel {
         let text = String::from_utf8_lossy(&buffer);
         crate::kprint!("{text}");
         Ok([length, 0, 0])
+    }
+
+    /// `ConsoleRead`: bytes from the input ring now, or a wait until some arrive.
+    fn console_read(
+        &mut self,
+        index: usize,
+        slot: u64,
+        address: u64,
+        length: u64,
+        timeout: u64,
+    ) -> Result<[u64; 3], Error> {
+        let task = self.task(index).ok_or(Error::Dead)?;
+        task.caps.lookup(
+            slot_of(slot)?,
+            CapabilityKind::ConsoleInput,
+            Rights::RECEIVE,
+        )?;
+        let length = usize::try_from(length).map_err(|_| Error::BadLength)?;
+        if length == 0 || length > Syscall::CONSOLE_READ_MAX {
+            return Err(Error::BadLength);
+        }
+        let buffer = task.byte_span(address, length, true)?;
+        crate::console::drain_input();
+        let read = Self::read_input(&buffer);
+        if read > 0 {
+            return Ok([read as u64, 0, 0]);
+        }
+        if self.console_reader().is_some() {
+            return Err(Error::Busy);
+        }
+        let timeout = Timeout::from_raw(timeout);
+        if timeout == Timeout::NonBlocking {
+            return Err(Error::WouldBlock);
+        }
+        self.block(index, Wait::ConsoleRead { buffer }, timeout);
+        Ok([0; 3])
+    }
+
+    /// Copies input into a translated buffer; returns the bytes copied.
+    fn read_input(buffer: &Span) -> usize {
+        let mut bytes = [0u8; 256];
+        let mut done = 0;
+        while done < buffer.len() {
+            let want = (buffer.len() - done).min(bytes.len());
+            let count = crate::console::take_input(&mut bytes[..want]);
+            if count == 0 {
+                break;
+            }
+            buffer.write(done, &bytes[..count]);
+            done += count;
+        }
+        done
+    }
+
+    /// The task waiting in `ConsoleRead`, and its buffer.
+    fn console_reader(&self) -> Option<(usize, Span)> {
+        self.tasks.iter().find_map(|(id, task)| match task.state {
+            RunState::Blocked {
+                wait: Wait::ConsoleRead { buffer },
+                ..
+            } => Some((usize::from(id.index()), buffer)),
+            _ => None,
+        })
+    }
+
+    /// Takes what the UART received and hands it to a waiting reader.
+    fn console_input(&mut self) {
+        if !crate::console::drain_input() {
+            return;
+        }
+        if let Some((reader, buffer)) = self.console_reader() {
+            let read = Self::read_input(&buffer);
+            if read > 0 {
+                self.wake(reader, Ok([read as u64, 0, 0]));
+            }
+        }
     }
 
     /// Handles a synchronous exception from the current task.
@@ -1825,10 +1935,16 @@ fn handle_irqs(kernel: &mut Kernel) {
     while let Some(intid) = irq::acknowledge() {
         if irq::is_timer(intid) {
             irq::timer_tick();
+            if kernel.console_input {
+                // The fallback: input is taken even if the UART's interrupt never comes.
+                kernel.console_input();
+            }
             kernel.expire_timeouts();
             if let Some(current) = kernel.current {
                 let _ = kernel.run_queue.rotate(current);
             }
+        } else if kernel.console_intid == Some(intid) {
+            kernel.console_input();
         } else if !kernel.interrupt(intid) {
             kprintln!("irq: unexpected interrupt {intid}");
         }

@@ -201,6 +201,11 @@ pub enum Wait {
         /// Bits that end the wait.
         mask: u64,
     },
+    /// In ConsoleRead, waiting for console input.
+    ConsoleRead {
+        /// The buffer (any alignment, at most one page long), translated when the wait began.
+        buffer: Span,
+    },
     /// In Call, waiting for the server's reply.
     Reply {
         /// The server instance the request went to.
@@ -256,6 +261,8 @@ pub enum Object {
     Share,
     /// The TaskControl capability.
     TaskControl,
+    /// The ConsoleInput capability.
+    ConsoleInput,
 }
 
 /// A live task.
@@ -397,6 +404,28 @@ impl Task {
             return Err(Error::BadAlignment);
         }
         if len > FRAME_SIZE as usize {
+            return Err(Error::BadLength);
+        }
+        va.checked_add(len as u64).ok_or(Error::BadAddress)?;
+        let usable = |address: u64| match self.space.translate(address) {
+            Some((pa, access)) if !access.device && (access.write || !write) => Ok(pa),
+            _ => Err(Error::BadAddress),
+        };
+        let first = ((FRAME_SIZE - va % FRAME_SIZE) as usize).min(len);
+        let mut span = Span {
+            chunks: [(usable(va)?, first), (0, 0)],
+        };
+        if first < len {
+            span.chunks[1] = (usable(va + first as u64)?, len - first);
+        }
+        Ok(span)
+    }
+
+    /// Translates a byte buffer of any alignment: `len` bytes (1 to one page) at `va`, every
+    /// page mapped as normal memory (never device registers), writable if `write`.
+    /// Errors: [`Error::BadLength`], [`Error::BadAddress`].
+    pub fn byte_span(&self, va: u64, len: usize, write: bool) -> Result<Span, Error> {
+        if len == 0 || len > FRAME_SIZE as usize {
             return Err(Error::BadLength);
         }
         va.checked_add(len as u64).ok_or(Error::BadAddress)?;

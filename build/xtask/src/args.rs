@@ -64,6 +64,8 @@ pub struct RunOptions {
     pub serve: bool,
     /// `--manifest PATH`: boot this system instead of build/system.toml.
     pub manifest: Option<PathBuf>,
+    /// `--shell`: boot the shell system (build/system-shell.toml) with the console on stdin.
+    pub shell: bool,
     /// Everything after `--`: appended to the kernel command line.
     pub kernel_args: Vec<String>,
 }
@@ -83,6 +85,8 @@ pub struct TestOptions {
     pub timeout: Duration,
     /// `--boot-only`: skip `cargo test` and run only the QEMU boot tests.
     pub boot_only: bool,
+    /// `--shell-only`: only build the shell system and run its scripted sessions.
+    pub shell_only: bool,
 }
 
 impl Default for TestOptions {
@@ -90,6 +94,7 @@ impl Default for TestOptions {
         Self {
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECONDS),
             boot_only: false,
+            shell_only: false,
         }
     }
 }
@@ -157,7 +162,7 @@ pub const RUN_HELP: &str = "\
 cargo xtask run: build, then boot Moat under QEMU.
 
 Usage: cargo xtask run [--no-realm | --el2] [--stress-host] [--gdb] [--serve]
-                       [--manifest PATH] [-- KERNEL_ARGS...]
+                       [--manifest PATH | --shell] [-- KERNEL_ARGS...]
 
 By default Moat boots as an Arm CCA Realm under realm-sim, the project's RMM stand-in
 (build/realm-sim, built first):
@@ -196,6 +201,10 @@ Options:
                  only for a system whose demo serves the `demo` endpoint, like the default)
   --manifest PATH
                  Boot the system described by PATH instead of build/system.toml
+  --shell        Boot the shell system (build/system-shell.toml; docs/shell.md): the
+                 supervisor, the DMA server, the blk, rng and net drivers and the interactive
+                 shell on the console (type `help`; `poweroff` ends the session). Realm mode
+                 by default like any run; --no-realm works too
   -- ARGS...     Append ARGS to the kernel command line, e.g. `-- loglevel=debug`. (Test
                  hooks such as `fault=data-abort` are refused in a Realm unless the kernel is
                  built with the `test-hooks` feature; they work with --no-realm.)
@@ -205,7 +214,7 @@ Options:
 pub const TEST_HELP: &str = "\
 cargo xtask test: everything CI runs after fmt and clippy.
 
-Usage: cargo xtask test [--timeout SECONDS] [--boot-only]
+Usage: cargo xtask test [--timeout SECONDS] [--boot-only | --shell-only]
 
 1. `cargo test` at the workspace root (the host crates, the default members).
 2. Builds the default system (build/system.toml, as `build` does), the same with a
@@ -291,9 +300,19 @@ Usage: cargo xtask test [--timeout SECONDS] [--boot-only]
                 on the disk must hold the secret (the disk check detects a leak)
 Prints a summary and exits non-zero if anything failed.
 
+3. The shell system (build/system-shell.toml), after the network system: a scripted session
+   typed on QEMU's stdin at the shell's prompts, as a Realm under realm-sim (shell-realm) and
+   as the plain guest (shell-el1): `ps`, `dmastat`, `rng`, `kill virtio-blk`, `ps`,
+   `poweroff`. Passes when the kernel took console input by the UART's interrupt, ps lists
+   every task, dmastat prints the pool summary and client table, rng prints 32 bytes, kill
+   reports the kill and the supervisor's restart, the second ps shows blk alive at
+   generation 1, and QEMU exits with status 0 after `poweroff`. Logs:
+   <target-dir>/moat/test-logs/shell-realm.log and shell-el1.log.
+
 Options:
-  --timeout SECONDS   Timeout of each boot test (default 120)
+  --timeout SECONDS   Timeout of each boot test and shell session (default 120)
   --boot-only         Skip `cargo test`; only the QEMU boot tests
+  --shell-only        Only build the shell system and realm-sim and run the shell sessions
 ";
 
 /// Help of `cargo xtask bench`.
@@ -452,6 +471,7 @@ fn parse_run(args: &[String]) -> Result<Command, UsageError> {
             "--gdb" => options.gdb = true,
             "--serve" => options.serve = true,
             "--manifest" => options.manifest = parse_manifest(iter.next())?,
+            "--shell" => options.shell = true,
             "--" => {
                 options.kernel_args = iter.cloned().collect();
                 break;
@@ -463,6 +483,17 @@ fn parse_run(args: &[String]) -> Result<Command, UsageError> {
                 )));
             }
         }
+    }
+    if options.shell && options.manifest.is_some() {
+        return Err(UsageError(
+            "`--shell` boots build/system-shell.toml; it cannot go with `--manifest`".into(),
+        ));
+    }
+    if options.shell && options.serve {
+        return Err(UsageError(
+            "`--shell` already keeps the system up until `poweroff`; it cannot go with `--serve`"
+                .into(),
+        ));
     }
     if options.stress_host && !options.realm() {
         return Err(UsageError(
@@ -478,6 +509,7 @@ fn parse_test(args: &[String]) -> Result<Command, UsageError> {
     while let Some(arg) = iter.next() {
         match arg.as_str() {
             "--boot-only" => options.boot_only = true,
+            "--shell-only" => options.shell_only = true,
             "--timeout" => {
                 let value = iter
                     .next()
@@ -613,9 +645,18 @@ mod tests {
                 gdb: true,
                 serve: true,
                 manifest: Some("m.toml".into()),
+                shell: false,
                 kernel_args: vec![]
             }))
         );
+        let Ok(Command::Run(options)) = parse_str("run --shell --no-realm") else {
+            panic!("run --shell parses");
+        };
+        assert!(options.shell && !options.realm());
+        let error = parse_str("run --shell --manifest m.toml").unwrap_err();
+        assert!(error.0.contains("--shell"), "{error}");
+        assert!(RUN_HELP.contains("--shell"));
+        assert!(parse_str("run --shell --serve").is_err());
     }
 
     #[test]
@@ -651,6 +692,7 @@ mod tests {
                 gdb: false,
                 serve: false,
                 manifest: None,
+                shell: false,
                 kernel_args: vec!["fault=data-abort".into(), "--el2".into(), "--".into()],
             }))
         );
@@ -670,7 +712,15 @@ mod tests {
             parse_str("test --timeout 5 --boot-only"),
             Ok(Command::Test(TestOptions {
                 timeout: Duration::from_secs(5),
-                boot_only: true
+                boot_only: true,
+                shell_only: false,
+            }))
+        );
+        assert_eq!(
+            parse_str("test --shell-only"),
+            Ok(Command::Test(TestOptions {
+                shell_only: true,
+                ..TestOptions::default()
             }))
         );
         assert!(parse_str("test --timeout").is_err());

@@ -17,6 +17,7 @@ mod net_tests;
 mod new_driver;
 mod qemu;
 mod realm;
+mod shell_tests;
 mod system;
 mod variants;
 mod workspace;
@@ -89,8 +90,14 @@ const RUN_VISIT_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
 /// `cargo xtask run`.
 fn run(options: RunOptions) -> Result<ExitCode> {
     let workspace = Workspace::locate()?;
-    let mut paths = system_paths(&workspace, options.manifest.as_deref());
-    if options.serve {
+    let shell_manifest = workspace.root.join(shell_tests::SHELL_MANIFEST_PATH);
+    let manifest = if options.shell {
+        Some(shell_manifest.as_path())
+    } else {
+        options.manifest.as_deref()
+    };
+    let mut paths = system_paths(&workspace, manifest);
+    if options.serve && !options.shell {
         match variants::serve_system(&workspace, &paths)? {
             Some(serve) => paths = serve,
             None => eprintln!(
@@ -192,6 +199,12 @@ fn run(options: RunOptions) -> Result<ExitCode> {
             }
         );
     }
+    if options.shell {
+        eprintln!(
+            "xtask: the shell reads this terminal once `moat> ` appears: type `help`; \
+             `poweroff` ends the session"
+        );
+    }
     eprintln!("xtask: quit QEMU with Ctrl-A X");
     let serve = options.serve;
     let mut visited = false;
@@ -263,6 +276,10 @@ fn test(options: TestOptions) -> Result<ExitCode> {
     let workspace = Workspace::locate()?;
     // (what, passed) for the summary.
     let mut results: Vec<(String, bool)> = Vec::new();
+    if options.shell_only {
+        shell_sessions(&workspace, &options, &mut results, None);
+        return Ok(summary(&results));
+    }
 
     if !options.boot_only {
         println!("==== host tests: cargo test ====");
@@ -376,19 +393,63 @@ fn test(options: TestOptions) -> Result<ExitCode> {
                     options.timeout,
                 ));
             }
+            shell_sessions(&workspace, &options, &mut results, images.realm_sim.clone());
         }
     }
+    Ok(summary(&results))
+}
 
+/// The shell system's scripted sessions (shell_tests); builds realm-sim unless given.
+fn shell_sessions(
+    workspace: &Workspace,
+    options: &TestOptions,
+    results: &mut Vec<(String, bool)>,
+    realm_sim: Option<std::path::PathBuf>,
+) {
+    println!(
+        "==== shell system: {} ====",
+        shell_tests::SHELL_MANIFEST_PATH
+    );
+    let paths = SystemPaths::other_system(
+        workspace,
+        &workspace.root.join(shell_tests::SHELL_MANIFEST_PATH),
+    );
+    let Some(image) = record(
+        results,
+        "shell system build",
+        workspace::build_system(workspace, &paths),
+    ) else {
+        return;
+    };
+    let realm_sim = match realm_sim {
+        Some(path) => Some(path),
+        None => record(
+            results,
+            "realm-sim build",
+            workspace::build_realm_sim(workspace),
+        ),
+    };
+    let log_dir = workspace.output_dir().join("test-logs");
+    let sessions = qemu::ensure_installed().and_then(|()| {
+        shell_tests::run_all(&image, realm_sim.as_deref(), &log_dir, options.timeout)
+    });
+    if let Some(sessions) = record(results, "shell sessions", sessions) {
+        results.extend(sessions);
+    }
+}
+
+/// Prints the summary; the exit status says whether everything passed.
+fn summary(results: &[(String, bool)]) -> ExitCode {
     println!("==== summary ====");
-    for (what, passed) in &results {
+    for (what, passed) in results {
         println!("{} {what}", if *passed { "PASS" } else { "FAIL" });
     }
     let failed = results.iter().filter(|(_, passed)| !passed).count();
     if failed == 0 {
         println!("all {} passed", results.len());
-        Ok(ExitCode::SUCCESS)
+        ExitCode::SUCCESS
     } else {
         println!("{failed} of {} FAILED", results.len());
-        Ok(ExitCode::FAILURE)
+        ExitCode::FAILURE
     }
 }

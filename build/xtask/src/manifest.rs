@@ -180,6 +180,8 @@ pub struct Task {
     pub share: bool,
     /// Holds TaskControl.
     pub task_control: bool,
+    /// Holds ConsoleInput (`console-input = true`): reads what is typed on the console.
+    pub console_input: bool,
     /// `dma-quota-kib`: the size of its DMA window, if it is a DMA client.
     pub dma_quota_kib: Option<u32>,
     /// `dma-role`: the role its `call:dma` badge carries.
@@ -237,6 +239,7 @@ struct RawTask {
     irq: Vec<Spanned<RawIrq>>,
     share: Option<Spanned<bool>>,
     task_control: Option<Spanned<bool>>,
+    console_input: Option<Spanned<bool>>,
     dma_quota_kib: Option<Spanned<i64>>,
     dma_role: Option<Spanned<String>>,
 }
@@ -518,6 +521,9 @@ fn check(raw: &RawManifest, problems: &mut Problems<'_>) -> Manifest {
     let mut irq_owners: Vec<(DeviceName, String)> = Vec::new();
     let mut mmio_owners: Vec<(DeviceName, String)> = Vec::new();
     let mut share_holder: Option<String> = None;
+    let mut console_input_holder: Option<String> = None;
+    // Where the first `console-input = true` is, for the task table check below.
+    let mut console_input_span: Option<std::ops::Range<usize>> = None;
     let mut dma_total_kib = 0i64;
     let mut dma_clients = 0usize;
 
@@ -732,6 +738,32 @@ fn check(raw: &RawManifest, problems: &mut Problems<'_>) -> Manifest {
                 );
             }
         }
+        let console_input = task.console_input.as_ref().is_some_and(|c| *c.get_ref());
+        if console_input {
+            let span = task.console_input.as_ref().map_or(0..0, Spanned::span);
+            if let Some(holder) = &console_input_holder {
+                problems.at(
+                    span.clone(),
+                    format!(
+                        "more than one holder of ConsoleInput: `{holder}` and `{name}` (one task \
+                         reads the console)"
+                    ),
+                );
+            } else {
+                console_input_holder = Some(name.to_string());
+                console_input_span = Some(span.clone());
+            }
+            if task.serve.iter().any(|e| e.get_ref() == dma::ENDPOINT) {
+                problems.at(
+                    span,
+                    format!(
+                        "task `{name}` serves `{}` and may not hold ConsoleInput (both use the \
+                         task configuration)",
+                        dma::ENDPOINT
+                    ),
+                );
+            }
+        }
         let task_control = task.task_control.as_ref().is_some_and(|t| *t.get_ref());
         if name == SUPERVISOR && !task_control {
             problems.at(
@@ -827,7 +859,8 @@ fn check(raw: &RawManifest, problems: &mut Problems<'_>) -> Manifest {
             + mmio.len()
             + irq.len()
             + usize::from(share)
-            + usize::from(task_control);
+            + usize::from(task_control)
+            + usize::from(console_input);
         if cap_count > limits::MAX_CAPS_PER_TASK {
             problems.at(
                 task.name.span(),
@@ -851,9 +884,26 @@ fn check(raw: &RawManifest, problems: &mut Problems<'_>) -> Manifest {
             irq,
             share,
             task_control,
+            console_input,
             dma_quota_kib,
             dma_role,
         });
+    }
+    if let Some(span) = console_input_span {
+        let table: usize = tasks
+            .iter()
+            .map(|task| task.name.len() + task.bin.len() + 2)
+            .sum();
+        if table > moat_abi::MAX_TASK_CONFIG {
+            problems.at(
+                span,
+                format!(
+                    "the task table for the console-input holder would be {table} bytes, more \
+                     than the {} a task configuration holds (shorter task or binary names)",
+                    moat_abi::MAX_TASK_CONFIG
+                ),
+            );
+        }
     }
     check_dma_server(
         raw,
@@ -960,6 +1010,8 @@ pub mod cap_names {
     pub const SHARE: &str = "share";
     /// `task-control`.
     pub const TASK_CONTROL: &str = "task-control";
+    /// `console-input`.
+    pub const CONSOLE_INPUT: &str = "console-input";
 }
 
 /// The badge the kernel stamps on messages sent through a task's `call` capabilities: the
@@ -1016,6 +1068,24 @@ impl Manifest {
         buffer
     }
 
+    /// The task table the ConsoleInput holder (the shell) gets as its configuration: one line
+    /// per task in manifest order, `<name> <bin>\n` (so `ps` can name tasks and `kill` can
+    /// find one by task or binary name). `parse` refuses a manifest whose table would not fit
+    /// [`moat_abi::MAX_TASK_CONFIG`]; should one get here anyway, the blob is empty.
+    pub fn task_table_blob(&self) -> Vec<u8> {
+        let mut table = String::new();
+        for task in &self.tasks {
+            table.push_str(&task.name);
+            table.push(' ');
+            table.push_str(&task.bin);
+            table.push('\n');
+        }
+        if table.len() > moat_abi::MAX_TASK_CONFIG {
+            return Vec::new();
+        }
+        table.into_bytes()
+    }
+
     /// True when there is nothing to pack (the kernel then embeds an empty archive).
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
@@ -1023,7 +1093,8 @@ impl Manifest {
 
     /// The kernel's form. Binary references are zero until
     /// [`moat_kernel_core::system::build_archive`] fills them in. Capabilities are installed in
-    /// this order: serve, call, mmio, irq (each in the order written), share, task-control.
+    /// this order: serve, call, mmio, irq (each in the order written), share, task-control,
+    /// console-input.
     pub fn compile(&self) -> SystemManifest {
         let endpoints = self
             .endpoints
@@ -1095,6 +1166,12 @@ impl Manifest {
                         cap: CapSpec::TaskControl,
                     });
                 }
+                if task.console_input {
+                    caps.push(NamedCap {
+                        name: cap_names::CONSOLE_INPUT.to_string(),
+                        cap: CapSpec::ConsoleInput,
+                    });
+                }
                 TaskSpec {
                     name: task.name.clone(),
                     binary: BinaryRef { offset: 0, len: 0 },
@@ -1108,6 +1185,8 @@ impl Manifest {
                     caps,
                     config: if dma_server == Some(index) {
                         self.dma_config_blob()
+                    } else if task.console_input {
+                        self.task_table_blob()
                     } else {
                         Vec::new()
                     },
@@ -1470,6 +1549,84 @@ depth = 2
             &source,
             line_of(&source, "mmio = [\"virtio:block:0\"]\nirq"),
             "given twice: to `dma` and to `blk`",
+        );
+    }
+
+    #[test]
+    fn console_input_compiles_into_a_capability_and_the_task_table() {
+        let source = GOOD.replace(
+            "restart = \"never\"",
+            "restart = \"never\"\nconsole-input = true",
+        );
+        let compiled = parse(&source, "x").expect("valid").compile();
+        let blk = &compiled.tasks[2];
+        assert_eq!(
+            blk.caps.last(),
+            Some(&NamedCap {
+                name: "console-input".to_string(),
+                cap: CapSpec::ConsoleInput,
+            })
+        );
+        assert_eq!(
+            String::from_utf8(blk.config.clone()).expect("text"),
+            "supervisor moat-supervisor\ndma dma\nblk moat-virtio-blk\n"
+        );
+        // Nobody else reads the console or gets the table.
+        assert!(compiled.tasks[0].config.is_empty());
+        assert!(
+            compiled.tasks[..2]
+                .iter()
+                .all(|task| !task.caps.iter().any(|c| c.cap == CapSpec::ConsoleInput))
+        );
+        // `console-input = false` is no capability at all.
+        let source = GOOD.replace(
+            "restart = \"never\"",
+            "restart = \"never\"\nconsole-input = false",
+        );
+        let compiled = parse(&source, "x").expect("valid").compile();
+        assert!(compiled.tasks[2].config.is_empty());
+    }
+
+    #[test]
+    fn a_task_table_too_big_for_the_configuration_is_refused() {
+        let mut source = GOOD.replace(
+            "restart = \"never\"",
+            "restart = \"never\"\nconsole-input = true",
+        );
+        for index in 0..40 {
+            source.push_str(&format!(
+                "\n[[task]]\nname = \"worker-with-a-long-name-{index:02}\"\npackage = \"hello\"\n\
+                 bin = \"a-binary-with-a-long-name-{index:02}\"\npriority = 5\nmemory-kib = 64\n"
+            ));
+        }
+        refused(
+            &source,
+            line_of(&source, "console-input = true"),
+            "the task table for the console-input holder would be",
+        );
+    }
+
+    #[test]
+    fn console_input_has_one_holder_and_not_the_dma_server() {
+        let source = GOOD
+            .replace(
+                "task-control = true",
+                "task-control = true\nconsole-input = true",
+            )
+            .replace(
+                "restart = \"never\"",
+                "restart = \"never\"\nconsole-input = true",
+            );
+        refused(
+            &source,
+            line_of(&source, "restart = \"never\"") + 1,
+            "more than one holder of ConsoleInput: `supervisor` and `blk`",
+        );
+        let source = GOOD.replace("share = true", "share = true\nconsole-input = true");
+        refused(
+            &source,
+            line_of(&source, "share = true") + 1,
+            "serves `dma` and may not hold ConsoleInput",
         );
     }
 

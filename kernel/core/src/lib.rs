@@ -18,6 +18,7 @@ pub mod notify;
 pub mod platform;
 pub mod queue;
 pub mod range;
+pub mod ring;
 pub mod sched;
 pub mod system;
 pub mod task;

@@ -69,6 +69,9 @@ pub struct Uart {
     pub regs: PhysRange,
     /// Input clock, when the tree gives it.
     pub clock_hz: Option<u32>,
+    /// Its interrupt (the first of `interrupts`), when the tree gives one: the kernel takes
+    /// console input from it.
+    pub interrupt: Option<Interrupt>,
 }
 
 /// How to reach firmware (PSCI): `hvc` or `smc`.
@@ -520,6 +523,9 @@ fn visit<'a>(
             kind,
             regs,
             clock_hz: u32_property(&node, "clock-frequency")?,
+            interrupt: interrupts(&node)
+                .ok()
+                .and_then(|irqs| irqs.first().copied()),
         };
         if stdout_node_name == Some(node.name) {
             platform.uart = Some(uart);
@@ -593,6 +599,13 @@ mod tests {
         let uart = p.uart.unwrap();
         assert_eq!(uart.kind, UartKind::Pl011);
         assert_eq!(uart.regs, PhysRange::new(0x0900_0000, 0x0900_1000));
+        assert_eq!(
+            uart.interrupt,
+            Some(Interrupt {
+                intid: 33,
+                edge: false
+            })
+        );
         let gic = p.gic.unwrap();
         assert_eq!(gic.distributor.start, 0x0800_0000);
         assert_eq!(gic.redistributors.start, 0x080a_0000);

@@ -93,6 +93,8 @@ pub enum CapSpec {
     Share,
     /// Kill, restart and inspect other tasks (the supervisor, and test tasks).
     TaskControl,
+    /// Read the kernel console's input (`ConsoleRead`); at most one task (the shell).
+    ConsoleInput,
 }
 
 /// A named capability.

@@ -85,11 +85,14 @@ pub enum CapabilityKind {
     Share = 7,
     /// The authority to kill, restart and inspect tasks. The supervisor only; never transferred.
     TaskControl = 8,
+    /// The right to read the kernel console's input (`ConsoleRead`). At most one holder, from
+    /// the manifest (`console-input = true`); never transferred.
+    ConsoleInput = 9,
 }
 
 impl CapabilityKind {
     /// Every kind, in numeric order.
-    pub const ALL: [CapabilityKind; 8] = [
+    pub const ALL: [CapabilityKind; 9] = [
         CapabilityKind::Endpoint,
         CapabilityKind::Reply,
         CapabilityKind::Notification,
@@ -98,6 +101,7 @@ impl CapabilityKind {
         CapabilityKind::Memory,
         CapabilityKind::Share,
         CapabilityKind::TaskControl,
+        CapabilityKind::ConsoleInput,
     ];
 
     /// The raw value.
@@ -106,8 +110,8 @@ impl CapabilityKind {
     }
 
     /// Whether a capability of this kind may ever travel in a message (it still needs the
-    /// `TRANSFER` right). Reply, Irq, Share and TaskControl capabilities stay where the kernel
-    /// put them.
+    /// `TRANSFER` right). Reply, Irq, Share, TaskControl and ConsoleInput capabilities stay
+    /// where the kernel put them.
     pub const fn is_transferable(self) -> bool {
         matches!(
             self,
@@ -150,6 +154,7 @@ impl CapabilityKind {
             ),
             CapabilityKind::Share => Rights::WRITE,
             CapabilityKind::TaskControl => Rights::WRITE,
+            CapabilityKind::ConsoleInput => Rights::RECEIVE,
         }
     }
 }
@@ -173,6 +178,7 @@ impl TryFrom<u32> for CapabilityKind {
             6 => CapabilityKind::Memory,
             7 => CapabilityKind::Share,
             8 => CapabilityKind::TaskControl,
+            9 => CapabilityKind::ConsoleInput,
             other => return Err(UnknownValue(u64::from(other))),
         })
     }
@@ -321,7 +327,7 @@ mod tests {
             assert!(kind.meaningful_rights().bits() & !Rights::ALL.bits() == 0);
         }
         assert!(CapabilityKind::try_from(0).is_err());
-        assert!(CapabilityKind::try_from(9).is_err());
+        assert!(CapabilityKind::try_from(10).is_err());
         let known = (0..=64)
             .filter(|raw| CapabilityKind::try_from(*raw).is_ok())
             .count();
@@ -336,6 +342,7 @@ mod tests {
         assert!(!CapabilityKind::TaskControl.is_transferable());
         assert!(!CapabilityKind::Reply.is_transferable());
         assert!(!CapabilityKind::Irq.is_transferable());
+        assert!(!CapabilityKind::ConsoleInput.is_transferable());
         assert!(!CapabilityKind::Reply.is_derivable());
     }
 

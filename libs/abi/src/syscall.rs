@@ -130,6 +130,15 @@ pub enum Syscall {
     /// reply is dropped, as `Reply` would report [`Dead`](crate::Error::Dead)); any other reply
     /// error is returned at once and nothing is received (the Reply capability is consumed).
     ReplyRecv = 27,
+    /// Read bytes typed on the kernel console. `x0` = ConsoleInput slot (needs `RECEIVE`),
+    /// `x1` = buffer address (any alignment, mapped writable, not device memory), `x2` = length
+    /// (1 to [`Syscall::CONSOLE_READ_MAX`]), `x3` = raw [`Timeout`](crate::Timeout). Blocks until
+    /// at least one byte has arrived. Result: `x1` = bytes read (at least 1). Errors:
+    /// [`WouldBlock`](crate::Error::WouldBlock) (non-blocking, nothing typed),
+    /// [`TimedOut`](crate::Error::TimedOut), [`BadAddress`](crate::Error::BadAddress),
+    /// [`BadLength`](crate::Error::BadLength), [`Busy`](crate::Error::Busy) when another task
+    /// already waits for input.
+    ConsoleRead = 28,
 }
 
 /// `MemAlloc` flag: allocate from the kernel's shareable region. Only such memory can be made
@@ -146,7 +155,7 @@ pub const MEM_ALLOC_PHYSICAL_FOR_TESTS: u64 = 1 << 1;
 
 impl Syscall {
     /// Every syscall, in numeric order.
-    pub const ALL: [Syscall; 28] = [
+    pub const ALL: [Syscall; 29] = [
         Syscall::Yield,
         Syscall::Exit,
         Syscall::ConsoleWrite,
@@ -175,10 +184,14 @@ impl Syscall {
         Syscall::TaskStatus,
         Syscall::SystemOff,
         Syscall::ReplyRecv,
+        Syscall::ConsoleRead,
     ];
 
     /// Largest number of bytes one `ConsoleWrite` accepts.
     pub const CONSOLE_WRITE_MAX: usize = 4096;
+
+    /// Largest number of bytes one `ConsoleRead` asks for.
+    pub const CONSOLE_READ_MAX: usize = 4096;
 
     /// The value for `x8`.
     pub const fn to_raw(self) -> u32 {
@@ -225,6 +238,7 @@ impl TryFrom<u32> for Syscall {
             25 => Syscall::TaskStatus,
             26 => Syscall::SystemOff,
             27 => Syscall::ReplyRecv,
+            28 => Syscall::ConsoleRead,
             other => return Err(UnknownValue(u64::from(other))),
         })
     }

@@ -37,6 +37,7 @@ pub(crate) enum Object {
     },
     Share,
     TaskControl,
+    ConsoleInput,
 }
 
 impl Object {
@@ -50,6 +51,7 @@ impl Object {
             Object::Memory { .. } => CapabilityKind::Memory,
             Object::Share => CapabilityKind::Share,
             Object::TaskControl => CapabilityKind::TaskControl,
+            Object::ConsoleInput => CapabilityKind::ConsoleInput,
         }
     }
 }
@@ -165,6 +167,8 @@ pub(crate) struct State {
     pub next_device_address: u64,
     pub records: Vec<Record>,
     pub console: Vec<u8>,
+    /// Console input typed by the test, not yet read (`ConsoleRead`).
+    pub console_input: std::collections::VecDeque<u8>,
     pub clock: u64,
     pub shutdown: bool,
     pub system_off: Option<u64>,
@@ -202,6 +206,7 @@ impl State {
             next_device_address: FAKE_DEVICE_BASE,
             records: Vec::new(),
             console: Vec::new(),
+            console_input: std::collections::VecDeque::new(),
             clock: 0,
             shutdown: false,
             system_off: None,
@@ -446,6 +451,18 @@ impl State {
         if let Some(state @ CallState::Waiting { .. }) = self.calls.get_mut(&call) {
             *state = CallState::Failed(error);
         }
+    }
+
+    /// Checks a ConsoleInput capability of task `index`.
+    pub fn console_input_cap(&self, index: u16, slot: CapSlot) -> Result<(), Error> {
+        let cap = self
+            .task(index)
+            .caps
+            .get(slot_index(slot)?)
+            .copied()
+            .flatten()
+            .ok_or(Error::InvalidCapability)?;
+        require(cap, CapabilityKind::ConsoleInput, Rights::RECEIVE).map(drop)
     }
 
     /// Takes pending notification bits of `mask`.

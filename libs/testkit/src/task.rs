@@ -316,6 +316,17 @@ impl FakeKernel {
         self.grant(owner, name, Object::TaskControl, Rights::WRITE, 0)
     }
 
+    /// Gives `owner` the ConsoleInput capability, named `name`.
+    pub fn grant_console_input(&self, owner: &FakeTask, name: &str) -> CapSlot {
+        self.grant(owner, name, Object::ConsoleInput, Rights::RECEIVE, 0)
+    }
+
+    /// Types `bytes` on the console: `ConsoleRead` returns them (waking a waiting reader).
+    pub fn type_input(&self, bytes: &[u8]) {
+        self.lock().console_input.extend(bytes.iter().copied());
+        self.wake_all();
+    }
+
     /// Raises an interrupt line: its bit is set in the owner's notification word and the line
     /// masked until `IrqAck` (raised again while masked, it fires on the acknowledgement).
     pub fn raise_irq(&self, irq: IrqId) {
@@ -860,7 +871,8 @@ impl FakeTask {
             | Syscall::Recv
             | Syscall::Call
             | Syscall::Reply
-            | Syscall::ReplyRecv => {
+            | Syscall::ReplyRecv
+            | Syscall::ConsoleRead => {
                 let mut state = self.kernel.lock();
                 state.record(self.index, number, Err(Error::BadAddress));
                 return Err(Error::BadAddress);
@@ -1028,6 +1040,37 @@ impl Syscalls for FakeTask {
             state = match self.wait(state, &deadline, Syscall::NotifyWait) {
                 Ok(state) => state,
                 Err((state, error)) => return self.finish(state, Syscall::NotifyWait, Err(error)),
+            };
+        }
+    }
+
+    fn console_read(
+        &self,
+        input: CapSlot,
+        buffer: &mut [u8],
+        timeout: Timeout,
+    ) -> Result<usize, Error> {
+        let length = buffer.len();
+        if length == 0 || length > Syscall::CONSOLE_READ_MAX {
+            return self.op(Syscall::ConsoleRead, |_, _| Err(Error::BadLength));
+        }
+        let deadline = self.deadline(timeout);
+        let mut state = self.kernel.lock();
+        self.check_running(&state);
+        if let Err(error) = state.console_input_cap(self.index, input) {
+            return self.finish(state, Syscall::ConsoleRead, Err(error));
+        }
+        loop {
+            if !state.console_input.is_empty() {
+                let count = length.min(state.console_input.len());
+                for (slot, byte) in buffer.iter_mut().zip(state.console_input.drain(..count)) {
+                    *slot = byte;
+                }
+                return self.finish(state, Syscall::ConsoleRead, Ok(count));
+            }
+            state = match self.wait(state, &deadline, Syscall::ConsoleRead) {
+                Ok(state) => state,
+                Err((state, error)) => return self.finish(state, Syscall::ConsoleRead, Err(error)),
             };
         }
     }

@@ -556,3 +556,60 @@ fn forever_waits_report_deadlocks() {
     };
     assert!(message.contains("stuck"), "{message}");
 }
+
+#[test]
+fn console_input_is_read_with_its_capability() {
+    let kernel = FakeKernel::new();
+    let shell = kernel.add_task("shell");
+    let other = kernel.add_task("other");
+    let input = kernel.grant_console_input(&shell, "console-input");
+    let mut buffer = [0u8; 4];
+    assert_eq!(
+        shell.console_read(input, &mut buffer, Timeout::NonBlocking),
+        Err(Error::WouldBlock)
+    );
+    assert_eq!(
+        shell.console_read(input, &mut buffer, Timeout::from_milliseconds(5)),
+        Err(Error::TimedOut)
+    );
+    kernel.type_input(b"ps\r\n!");
+    assert_eq!(
+        shell.console_read(input, &mut buffer, Timeout::Forever),
+        Ok(4)
+    );
+    assert_eq!(&buffer, b"ps\r\n");
+    assert_eq!(
+        shell.console_read(input, &mut buffer, Timeout::Forever),
+        Ok(1)
+    );
+    assert_eq!(buffer[0], b'!');
+    // No capability, or the wrong kind: refused.
+    assert_eq!(
+        other.console_read(CapSlot(0), &mut buffer, Timeout::NonBlocking),
+        Err(Error::InvalidCapability)
+    );
+    let control = kernel.grant_task_control(&other, "task-control");
+    assert_eq!(
+        other.console_read(control, &mut buffer, Timeout::NonBlocking),
+        Err(Error::WrongKind)
+    );
+    assert_eq!(
+        shell.console_read(input, &mut [], Timeout::NonBlocking),
+        Err(Error::BadLength)
+    );
+    // A waiting reader wakes when input arrives.
+    let waiter = {
+        let kernel = kernel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            kernel.type_input(b"x");
+        })
+    };
+    let mut one = [0u8; 1];
+    assert_eq!(
+        shell.console_read(input, &mut one, Timeout::from_milliseconds(5000)),
+        Ok(1)
+    );
+    assert_eq!(&one, b"x");
+    waiter.join().expect("typist");
+}

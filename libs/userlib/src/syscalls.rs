@@ -511,6 +511,38 @@ pub trait Syscalls {
         })
     }
 
+    /// Reads console input into `buffer` (1 to [`Syscall::CONSOLE_READ_MAX`] bytes long) with the
+    /// ConsoleInput capability `input`, waiting up to `timeout` for the first byte. Returns how
+    /// many bytes were read (at least 1). Errors: [`Error::WouldBlock`] (non-blocking, nothing
+    /// typed), [`Error::TimedOut`], [`Error::BadLength`], [`Error::Busy`].
+    fn console_read(
+        &self,
+        input: CapSlot,
+        buffer: &mut [u8],
+        timeout: Timeout,
+    ) -> Result<usize, Error> {
+        let length = buffer.len();
+        if length == 0 || length > Syscall::CONSOLE_READ_MAX {
+            return Err(Error::BadLength);
+        }
+        // SAFETY: the kernel writes at most `length` bytes into `buffer`, which we borrow
+        // mutably for the call.
+        let results = check(unsafe {
+            self.syscall(
+                Syscall::ConsoleRead,
+                [
+                    slot_arg(input),
+                    buffer.as_mut_ptr() as u64,
+                    usize_arg(length),
+                    timeout.to_raw(),
+                    0,
+                    0,
+                ],
+            )
+        })?;
+        Ok(usize::try_from(results[1]).unwrap_or(0).min(length))
+    }
+
     /// Powers the system off with exit `status` (0 = success). Needs the TaskControl
     /// capability `control`; returns only if the kernel refuses, with the reason.
     fn system_off(&self, control: CapSlot, status: u64) -> Error {
@@ -684,5 +716,34 @@ mod tests {
         let bytes = [b'x'; 5000];
         assert_eq!(kernel.console_write(&bytes), Ok(Syscall::CONSOLE_WRITE_MAX));
         assert_eq!(kernel.last().1[1], Syscall::CONSOLE_WRITE_MAX as u64);
+    }
+
+    #[test]
+    fn console_read_passes_its_buffer_and_bounds_the_count() {
+        let recorder = Recorder::answering([0, 3, 0, 0]);
+        let mut buffer = [0u8; 16];
+        let address = buffer.as_ptr() as u64;
+        let read = recorder.console_read(CapSlot(5), &mut buffer, Timeout::from_milliseconds(2));
+        assert_eq!(read, Ok(3));
+        assert_eq!(
+            recorder.last(),
+            (Syscall::ConsoleRead, [5, address, 16, 2_000_000, 0, 0])
+        );
+        // A kernel claiming more than the buffer holds is clamped to the buffer.
+        let recorder = Recorder::answering([0, 99, 0, 0]);
+        assert_eq!(
+            recorder.console_read(CapSlot(5), &mut buffer, Timeout::Forever),
+            Ok(16)
+        );
+        // Lengths the kernel would refuse are refused before the trap.
+        assert_eq!(
+            recorder.console_read(CapSlot(5), &mut [], Timeout::Forever),
+            Err(Error::BadLength)
+        );
+        let mut big = [0u8; Syscall::CONSOLE_READ_MAX + 1];
+        assert_eq!(
+            recorder.console_read(CapSlot(5), &mut big, Timeout::Forever),
+            Err(Error::BadLength)
+        );
     }
 }

@@ -633,6 +633,10 @@ mod task {
         );
         report.check("call-to-dead-task", dead_peer(&kernel, victim, tasks));
         report.check(
+            "console-read-refuses-bad-buffers",
+            console_read_errors(tasks),
+        );
+        report.check(
             "syscall-fuzz-leaves-kernel-running",
             fuzz_done(&kernel, inbox, echo),
         );
@@ -725,6 +729,84 @@ mod task {
             Err(error) if error == want => Ok(()),
             other => fail(format_args!("{what}: expected {want:?}, got {other:?}")),
         }
+    }
+
+    /// `ConsoleRead` with the runner's ConsoleInput capability (`console-input = true` in
+    /// build/system-ktest.toml; the boot tests give QEMU no input): every bad argument is an
+    /// error, never a kernel fault, and with nothing typed the read does not block past its
+    /// timeout.
+    fn console_read_errors(tasks: CapSlot) -> Outcome {
+        let input = cap("console-input", CapabilityKind::ConsoleInput)
+            .map_err(|e| to_string(format_args!("no console-input capability: {e:?}")))?;
+        let mut buffer = [0u8; 16];
+        let read = |slot: CapSlot, address: u64, length: u64, timeout: Timeout| {
+            let status = raw_syscall(
+                u64::from(moat_abi::Syscall::ConsoleRead.to_raw()),
+                [u64::from(slot.0), address, length, timeout.to_raw(), 0, 0],
+            );
+            match moat_abi::status_from_raw(status) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(Error::InvalidArgument),
+            }
+        };
+        let good = buffer.as_mut_ptr() as u64;
+        expect_error(
+            "nothing typed, non-blocking",
+            read(input, good, 16, Timeout::NonBlocking),
+            Error::WouldBlock,
+        )?;
+        expect_error(
+            "nothing typed within 2 ms",
+            read(input, good, 16, Timeout::from_milliseconds(2)),
+            Error::TimedOut,
+        )?;
+        expect_error(
+            "unmapped buffer",
+            read(input, 0x8, 16, Timeout::NonBlocking),
+            Error::BadAddress,
+        )?;
+        expect_error(
+            "kernel address",
+            read(input, 0xffff_ff80_4000_0000, 16, Timeout::NonBlocking),
+            Error::BadAddress,
+        )?;
+        expect_error(
+            "read-only page (the task information page)",
+            read(
+                input,
+                moat_abi::TASK_INFO_VA as u64,
+                16,
+                Timeout::NonBlocking,
+            ),
+            Error::BadAddress,
+        )?;
+        expect_error(
+            "buffer wrapping the address space",
+            read(input, u64::MAX - 7, 16, Timeout::NonBlocking),
+            Error::BadAddress,
+        )?;
+        expect_error(
+            "zero length",
+            read(input, good, 0, Timeout::NonBlocking),
+            Error::BadLength,
+        )?;
+        expect_error(
+            "longer than a page",
+            read(input, good, 4097, Timeout::NonBlocking),
+            Error::BadLength,
+        )?;
+        expect_error(
+            "a TaskControl capability",
+            read(tasks, good, 16, Timeout::NonBlocking),
+            Error::WrongKind,
+        )?;
+        expect_error(
+            "an empty slot",
+            read(CapSlot(60), good, 16, Timeout::NonBlocking),
+            Error::InvalidCapability,
+        )?;
+        Ok(())
     }
 
     fn missing_capabilities(kernel: &Kernel, echo: CapSlot, tasks: CapSlot) -> Outcome {

@@ -1,0 +1,351 @@
+//! The logic of the block-driver test tasks, host-tested: the benchmark cases and their result
+//! names, sequential request plans, throughput, and the checks the kill test makes on the DMA
+//! server's figures.
+//!
+//! Two roles share the `blktest` binary, chosen by the manifest task name:
+//! - `blkkill` (build/system-blk-kill.toml): a client with many requests in flight that kills
+//!   the virtio-blk driver through TaskControl mid-workload, and checks that the requests lost
+//!   with it come back as typed errors, that it can go on with the restarted instance (the data
+//!   it wrote verifies), and that the DMA server reclaimed everything the dead instance held.
+//! - `blkbench` (build/system-blk-bench.toml): sequential reads and writes over the whole disk
+//!   at queue depth 1 and 32, timed with the virtual counter, printed as `moat-bench:` lines.
+#![no_std]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use core::fmt;
+
+use moat_dma_api::{ClientStats, StatsSummary};
+
+/// Bytes per sector.
+pub const SECTOR: u64 = 512;
+
+/// One benchmark case: sequential over the whole disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Case {
+    /// Writes (from the client region) rather than reads.
+    pub write: bool,
+    /// Bytes per request.
+    pub size: usize,
+    /// Requests in flight at once (1: one at a time, like a synchronous `dd`).
+    pub depth: usize,
+}
+
+/// The cases `blkbench` runs, in order (writes first, so the reads read written data).
+pub const CASES: [Case; 6] = [
+    Case {
+        write: true,
+        size: 64 * 1024,
+        depth: 1,
+    },
+    Case {
+        write: true,
+        size: 64 * 1024,
+        depth: 32,
+    },
+    Case {
+        write: false,
+        size: 4096,
+        depth: 1,
+    },
+    Case {
+        write: false,
+        size: 64 * 1024,
+        depth: 1,
+    },
+    Case {
+        write: false,
+        size: 4096,
+        depth: 32,
+    },
+    Case {
+        write: false,
+        size: 64 * 1024,
+        depth: 32,
+    },
+];
+
+/// Most requests in flight of any case.
+pub const MAX_DEPTH: usize = 32;
+
+/// Largest request of any case.
+pub const MAX_SIZE: usize = 64 * 1024;
+
+impl Case {
+    /// The result name without unit: `blk_read_4k`, `blk_write_64k_qd32`.
+    pub fn stem(&self) -> Stem {
+        Stem(*self)
+    }
+
+    /// Requests that cover `sectors` sectors (the last one may be shorter).
+    pub fn requests(&self, sectors: u64) -> u64 {
+        let per = self.size as u64 / SECTOR;
+        sectors.div_ceil(per.max(1))
+    }
+}
+
+/// A case's result name without unit (see [`Case::stem`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Stem(Case);
+
+impl fmt::Display for Stem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let case = self.0;
+        write!(
+            f,
+            "blk_{}_{}k",
+            if case.write { "write" } else { "read" },
+            case.size / 1024
+        )?;
+        if case.depth > 1 {
+            write!(f, "_qd{}", case.depth)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sequential requests of `size` bytes over sectors `[start, end)`: (sector, bytes), the last
+/// one cut to fit.
+pub fn sequential(start: u64, end: u64, size: usize) -> impl Iterator<Item = (u64, usize)> {
+    let per = (size as u64 / SECTOR).max(1);
+    let mut sector = start;
+    core::iter::from_fn(move || {
+        if sector >= end {
+            return None;
+        }
+        let count = per.min(end - sector);
+        let request = (sector, (count * SECTOR) as usize);
+        sector += count;
+        Some(request)
+    })
+}
+
+/// Megabytes (10^6 bytes) per second with two decimals, as hundredths, for `bytes` in
+/// `nanoseconds` (0 for no time).
+pub fn hundredths_of_mb_per_second(bytes: u64, nanoseconds: u64) -> u64 {
+    if nanoseconds == 0 {
+        return 0;
+    }
+    (u128::from(bytes) * 100_000 / u128::from(nanoseconds)) as u64
+}
+
+/// A value in hundredths, printed with two decimals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hundredths(pub u64);
+
+impl fmt::Display for Hundredths {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:02}", self.0 / 100, self.0 % 100)
+    }
+}
+
+/// What the DMA server's figures for the block driver changed by during a measurement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DmaDelta {
+    /// Streaming maps.
+    pub maps: u64,
+    /// Unmaps.
+    pub unmaps: u64,
+    /// Bytes mapped towards the device.
+    pub to_device: u64,
+    /// Bytes mapped from the device.
+    pub from_device: u64,
+    /// Failed DMA requests.
+    pub failures: u64,
+}
+
+impl DmaDelta {
+    /// `after` minus `before` (server-wide figures).
+    pub fn between(before: &StatsSummary, after: &StatsSummary) -> DmaDelta {
+        DmaDelta {
+            maps: after.maps.saturating_sub(before.maps),
+            unmaps: after.unmaps.saturating_sub(before.unmaps),
+            to_device: after.bytes_to_device.saturating_sub(before.bytes_to_device),
+            from_device: after
+                .bytes_from_device
+                .saturating_sub(before.bytes_from_device),
+            failures: after.failures.saturating_sub(before.failures),
+        }
+    }
+}
+
+/// Why the DMA server's figures say the pool was not reclaimed after the driver's restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReclaimProblem {
+    /// The driver's entry names no live instance, or still the killed one.
+    NotReRegistered,
+    /// Slots of the dead instance are still in quarantine.
+    Quarantined(u64),
+    /// The server still waits for the new instance to declare its device reset.
+    ResetPending,
+    /// The restarted driver holds more slots than the first instance did at the same point
+    /// (the dead instance's grants were not reclaimed).
+    MoreSlots {
+        /// Slots the first instance held.
+        before: u64,
+        /// Slots the driver holds now.
+        after: u64,
+    },
+    /// Server-wide quarantine is not empty.
+    PoolQuarantine(u64),
+}
+
+impl fmt::Display for ReclaimProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReclaimProblem::NotReRegistered => {
+                f.write_str("the driver's DMA entry has no new instance")
+            }
+            ReclaimProblem::Quarantined(slots) => write!(f, "{slots} slots still in quarantine"),
+            ReclaimProblem::ResetPending => f.write_str("the device reset is still pending"),
+            ReclaimProblem::MoreSlots { before, after } => write!(
+                f,
+                "the driver holds {after} slots, the first instance held {before}"
+            ),
+            ReclaimProblem::PoolQuarantine(slots) => {
+                write!(f, "{slots} slots quarantined in the pool")
+            }
+        }
+    }
+}
+
+/// Checks the figures after the restart: `before` is the driver's entry when the first
+/// instance (`killed`, a raw task id) was idle after the same kind of work, `after` the entry
+/// once the new instance has done its work and is idle again, `pool` the server-wide summary.
+pub fn reclaim_check(
+    before: &ClientStats,
+    after: &ClientStats,
+    killed: u32,
+    pool: &StatsSummary,
+) -> Result<(), ReclaimProblem> {
+    match after.instance {
+        Some(instance) if instance.0 != killed => {}
+        _ => return Err(ReclaimProblem::NotReRegistered),
+    }
+    if after.quarantined_slots != 0 {
+        return Err(ReclaimProblem::Quarantined(after.quarantined_slots));
+    }
+    if after.reset_pending {
+        return Err(ReclaimProblem::ResetPending);
+    }
+    if after.used_slots > before.used_slots {
+        return Err(ReclaimProblem::MoreSlots {
+            before: before.used_slots,
+            after: after.used_slots,
+        });
+    }
+    if pool.quarantined_slots != 0 {
+        return Err(ReclaimProblem::PoolQuarantine(pool.quarantined_slots));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::format;
+    use std::vec::Vec;
+
+    use moat_dma_api::{ClientIdentity, InstanceGeneration};
+
+    use super::*;
+
+    #[test]
+    fn result_names_follow_the_issue() {
+        let names: Vec<_> = CASES
+            .iter()
+            .map(|case| format!("{}_MBps", case.stem()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "blk_write_64k_MBps",
+                "blk_write_64k_qd32_MBps",
+                "blk_read_4k_MBps",
+                "blk_read_64k_MBps",
+                "blk_read_4k_qd32_MBps",
+                "blk_read_64k_qd32_MBps",
+            ]
+        );
+        assert!(CASES.iter().all(|c| c.depth <= MAX_DEPTH && c.size <= MAX_SIZE));
+    }
+
+    #[test]
+    fn sequential_plans_cover_the_range_exactly() {
+        let plan: Vec<_> = sequential(8, 8 + 300, 64 * 1024).collect();
+        assert_eq!(plan, [(8, 64 * 1024), (136, 64 * 1024), (264, 44 * 512)]);
+        assert_eq!(sequential(0, 131_072, 4096).count(), 16_384);
+        assert_eq!(
+            CASES[2].requests(131_072),
+            16_384,
+            "4 KiB reads of a 64 MiB disk"
+        );
+        assert_eq!(sequential(5, 5, 4096).count(), 0);
+    }
+
+    #[test]
+    fn throughput_in_hundredths() {
+        assert_eq!(hundredths_of_mb_per_second(64 << 20, 1_000_000_000), 6710);
+        assert_eq!(format!("{}", Hundredths(6710)), "67.10");
+        assert_eq!(format!("{}", Hundredths(5)), "0.05");
+        assert_eq!(hundredths_of_mb_per_second(1, 0), 0);
+    }
+
+    fn entry(instance: Option<u32>, used: u64, quarantined: u64, pending: bool) -> ClientStats {
+        ClientStats {
+            identity: ClientIdentity(3),
+            instance: instance.map(InstanceGeneration),
+            window_bytes: 1 << 20,
+            grants: used,
+            granted_bytes: used * 2048,
+            used_slots: used,
+            quarantined_slots: quarantined,
+            reset_pending: pending,
+            bytes_to_device: 0,
+            bytes_from_device: 0,
+            failures: 0,
+        }
+    }
+
+    #[test]
+    fn reclaim_check_finds_each_problem() {
+        let pool = StatsSummary::default();
+        let before = entry(Some(7), 100, 0, false);
+        assert_eq!(
+            reclaim_check(&before, &entry(Some(9), 100, 0, false), 7, &pool),
+            Ok(())
+        );
+        assert_eq!(
+            reclaim_check(&before, &entry(Some(7), 100, 0, false), 7, &pool),
+            Err(ReclaimProblem::NotReRegistered)
+        );
+        assert_eq!(
+            reclaim_check(&before, &entry(None, 0, 100, true), 7, &pool),
+            Err(ReclaimProblem::NotReRegistered)
+        );
+        assert_eq!(
+            reclaim_check(&before, &entry(Some(9), 100, 4, false), 7, &pool),
+            Err(ReclaimProblem::Quarantined(4))
+        );
+        assert_eq!(
+            reclaim_check(&before, &entry(Some(9), 100, 0, true), 7, &pool),
+            Err(ReclaimProblem::ResetPending)
+        );
+        assert_eq!(
+            reclaim_check(&before, &entry(Some(9), 200, 0, false), 7, &pool),
+            Err(ReclaimProblem::MoreSlots {
+                before: 100,
+                after: 200
+            })
+        );
+        let quarantined = StatsSummary {
+            quarantined_slots: 3,
+            ..StatsSummary::default()
+        };
+        assert_eq!(
+            reclaim_check(&before, &entry(Some(9), 90, 0, false), 7, &quarantined),
+            Err(ReclaimProblem::PoolQuarantine(3))
+        );
+    }
+}

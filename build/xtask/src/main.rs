@@ -8,6 +8,7 @@
 
 mod args;
 mod bench;
+mod blk_tests;
 mod boot_tests;
 mod console;
 mod image;
@@ -284,6 +285,9 @@ fn test(options: TestOptions) -> Result<ExitCode> {
                     results.extend(net_results);
                 }
             }
+            // The block systems: persistence across boots, the driver killed mid-workload.
+            println!("==== block systems: persistence, driver restart (blk_tests) ====");
+            results.extend(blk_tests::run_tests(&workspace, &log_dir, options.timeout));
         }
     }
 

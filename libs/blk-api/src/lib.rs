@@ -714,7 +714,12 @@ mod tests {
             message: &mut moat_abi::Message,
             _: Timeout,
         ) -> Result<(), Error> {
-            match self.steps.borrow_mut().pop_front().expect("a scripted step") {
+            match self
+                .steps
+                .borrow_mut()
+                .pop_front()
+                .expect("a scripted step")
+            {
                 Step::Fail(error) => Err(error),
                 Step::Reply(driver, response) => {
                     *message = moat_ipc::encode(REPLY_OK, &response).expect("fits");
@@ -762,7 +767,10 @@ mod tests {
             // The driver was restarted: the new instance knows nothing of tags 2 and 3.
             Step::Reply(SECOND, completions(&[])),
             Step::Reply(SECOND, region()),
-            Step::Reply(SECOND, completions(&[(2, Err(BlkError::NoRegion)), (4, Ok(()))])),
+            Step::Reply(
+                SECOND,
+                completions(&[(2, Err(BlkError::NoRegion)), (4, Ok(()))]),
+            ),
         ]);
         let client = BlkClient::new(&kernel, CapSlot(1));
         assert_eq!(client.setup_region(CapSlot(9)), Ok(4096));

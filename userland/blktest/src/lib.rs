@@ -268,7 +268,11 @@ mod tests {
                 "blk_read_64k_qd32_MBps",
             ]
         );
-        assert!(CASES.iter().all(|c| c.depth <= MAX_DEPTH && c.size <= MAX_SIZE));
+        assert!(
+            CASES
+                .iter()
+                .all(|c| c.depth <= MAX_DEPTH && c.size <= MAX_SIZE)
+        );
     }
 
     #[test]

@@ -161,7 +161,10 @@ mod task {
         /// Collects completions (waiting for at least one); verifies read data when `verify`.
         fn reap(&mut self, verify: bool) -> Result<Reaped, ClientError> {
             let mut completions: Vec<Completion> = Vec::new();
-            match self.client.reap(true, |completion| completions.push(completion)) {
+            match self
+                .client
+                .reap(true, |completion| completions.push(completion))
+            {
                 Ok(_) => {}
                 Err(ClientError::SessionLost) => return Ok(Reaped::SessionLost),
                 Err(error) => return Err(error),
@@ -368,7 +371,9 @@ mod task {
             return Err(fail(format_args!("no driver instance after setup_region")));
         };
         if sectors < 2 * WARM_SECTORS {
-            return Err(fail(format_args!("the disk is too small: {sectors} sectors")));
+            return Err(fail(format_args!(
+                "the disk is too small: {sectors} sectors"
+            )));
         }
         log::info!(
             "driver instance {}.{}, {} MiB disk, seed {seed:#018x}",
@@ -382,7 +387,9 @@ mod task {
         engine.run_all(jobs(0, WARM_SECTORS, MAX_SIZE, true))?;
         engine.run_all(jobs(0, WARM_SECTORS, MAX_SIZE, false))?;
         let Some(before) = dma_entry_of(&dma, first) else {
-            return Err(fail(format_args!("the DMA server has no entry for the driver")));
+            return Err(fail(format_args!(
+                "the DMA server has no entry for the driver"
+            )));
         };
         log::info!(
             "warm-up written and verified; driver holds {} DMA slots ({} grants)",
@@ -505,7 +512,9 @@ mod task {
         let after = dma_entry(&dma, before.identity);
         let pool = dma.stats();
         let (Some(after), Ok(pool)) = (after, pool) else {
-            return Err(fail(format_args!("the DMA server's figures are unavailable")));
+            return Err(fail(format_args!(
+                "the DMA server's figures are unavailable"
+            )));
         };
         if after.instance != Some(InstanceGeneration(second.0)) {
             return Err(fail(format_args!(

@@ -548,7 +548,11 @@ impl<S: Syscalls, T: Mmio, D: DmaPort, M: RegionMapper> Service<S, T, D, M> {
         let Some(reply) = reply else {
             return;
         };
-        if self.clients[client].completions.is_empty() && wait {
+        // Wait only while something can still complete: a client with nothing in flight (a new
+        // instance, or a client whose driver restarted) is answered at once, never left
+        // waiting forever.
+        let state = &self.clients[client];
+        if state.completions.is_empty() && wait && state.accepted > 0 {
             if let Some(old) = self.clients[client].reaper.replace(reply) {
                 self.answer(Some(old), &Response::Completions(heapless::Vec::new()));
             }
@@ -695,6 +699,14 @@ impl<S: Syscalls, T: Mmio, D: DmaPort, M: RegionMapper> Service<S, T, D, M> {
             } else {
                 // Sent in a session the client has since ended with `SetupRegion`.
                 self.stats.dropped_completions += 1;
+                // A reaper waiting for nothing that can complete any more is answered.
+                let state = &mut self.clients[pending.client];
+                if state.accepted == 0
+                    && state.completions.is_empty()
+                    && let Some(reaper) = state.reaper.take()
+                {
+                    self.answer(Some(reaper), &Response::Completions(heapless::Vec::new()));
+                }
             }
         } else if let Some(reply) = pending.reply {
             // The old instance is gone; its reply capability is stale.

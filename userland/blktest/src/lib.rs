@@ -178,16 +178,15 @@ pub enum ReclaimProblem {
     Quarantined(u64),
     /// The server still waits for the new instance to declare its device reset.
     ResetPending,
-    /// The restarted driver holds more slots than the first instance did at the same point
-    /// (the dead instance's grants were not reclaimed).
-    MoreSlots {
-        /// Slots the first instance held.
-        before: u64,
-        /// Slots the driver holds now.
-        after: u64,
-    },
     /// Server-wide quarantine is not empty.
     PoolQuarantine(u64),
+    /// The pool has slots in use that no live client's grants account for.
+    Orphaned {
+        /// Slots in use, server-wide.
+        pool: u64,
+        /// Slots the live clients' grants use, together.
+        clients: u64,
+    },
 }
 
 impl fmt::Display for ReclaimProblem {
@@ -198,25 +197,28 @@ impl fmt::Display for ReclaimProblem {
             }
             ReclaimProblem::Quarantined(slots) => write!(f, "{slots} slots still in quarantine"),
             ReclaimProblem::ResetPending => f.write_str("the device reset is still pending"),
-            ReclaimProblem::MoreSlots { before, after } => write!(
-                f,
-                "the driver holds {after} slots, the first instance held {before}"
-            ),
             ReclaimProblem::PoolQuarantine(slots) => {
                 write!(f, "{slots} slots quarantined in the pool")
             }
+            ReclaimProblem::Orphaned { pool, clients } => write!(
+                f,
+                "{pool} slots in use, but the live clients' grants use {clients}"
+            ),
         }
     }
 }
 
-/// Checks the figures after the restart: `before` is the driver's entry when the first
-/// instance (`killed`, a raw task id) was idle after the same kind of work, `after` the entry
-/// once the new instance has done its work and is idle again, `pool` the server-wide summary.
+/// Checks the figures after the restart: `after` is the driver's entry once the new instance
+/// has done its work, `killed` the killed instance (a raw task id), `pool` the server-wide
+/// summary and `clients_used` the slots every client's live grants use together. Reclaimed
+/// means: the new instance registered, nothing of the old one is left in quarantine (it was
+/// released once the new instance reset the device), and every slot in use belongs to a live
+/// grant.
 pub fn reclaim_check(
-    before: &ClientStats,
     after: &ClientStats,
     killed: u32,
     pool: &StatsSummary,
+    clients_used: u64,
 ) -> Result<(), ReclaimProblem> {
     match after.instance {
         Some(instance) if instance.0 != killed => {}
@@ -228,14 +230,14 @@ pub fn reclaim_check(
     if after.reset_pending {
         return Err(ReclaimProblem::ResetPending);
     }
-    if after.used_slots > before.used_slots {
-        return Err(ReclaimProblem::MoreSlots {
-            before: before.used_slots,
-            after: after.used_slots,
-        });
-    }
     if pool.quarantined_slots != 0 {
         return Err(ReclaimProblem::PoolQuarantine(pool.quarantined_slots));
+    }
+    if pool.used_slots != clients_used {
+        return Err(ReclaimProblem::Orphaned {
+            pool: pool.used_slots,
+            clients: clients_used,
+        });
     }
     Ok(())
 }
@@ -314,42 +316,40 @@ mod tests {
 
     #[test]
     fn reclaim_check_finds_each_problem() {
-        let pool = StatsSummary::default();
-        let before = entry(Some(7), 100, 0, false);
+        let pool = |used: u64, quarantined: u64| StatsSummary {
+            used_slots: used,
+            quarantined_slots: quarantined,
+            ..StatsSummary::default()
+        };
+        let good = entry(Some(9), 100, 0, false);
+        assert_eq!(reclaim_check(&good, 7, &pool(100, 0), 100), Ok(()));
         assert_eq!(
-            reclaim_check(&before, &entry(Some(9), 100, 0, false), 7, &pool),
-            Ok(())
-        );
-        assert_eq!(
-            reclaim_check(&before, &entry(Some(7), 100, 0, false), 7, &pool),
+            reclaim_check(&entry(Some(7), 100, 0, false), 7, &pool(100, 0), 100),
             Err(ReclaimProblem::NotReRegistered)
         );
         assert_eq!(
-            reclaim_check(&before, &entry(None, 0, 100, true), 7, &pool),
+            reclaim_check(&entry(None, 0, 100, true), 7, &pool(100, 100), 0),
             Err(ReclaimProblem::NotReRegistered)
         );
         assert_eq!(
-            reclaim_check(&before, &entry(Some(9), 100, 4, false), 7, &pool),
+            reclaim_check(&entry(Some(9), 100, 4, false), 7, &pool(104, 4), 100),
             Err(ReclaimProblem::Quarantined(4))
         );
         assert_eq!(
-            reclaim_check(&before, &entry(Some(9), 100, 0, true), 7, &pool),
+            reclaim_check(&entry(Some(9), 100, 0, true), 7, &pool(100, 0), 100),
             Err(ReclaimProblem::ResetPending)
         );
         assert_eq!(
-            reclaim_check(&before, &entry(Some(9), 200, 0, false), 7, &pool),
-            Err(ReclaimProblem::MoreSlots {
-                before: 100,
-                after: 200
-            })
-        );
-        let quarantined = StatsSummary {
-            quarantined_slots: 3,
-            ..StatsSummary::default()
-        };
-        assert_eq!(
-            reclaim_check(&before, &entry(Some(9), 90, 0, false), 7, &quarantined),
+            reclaim_check(&good, 7, &pool(103, 3), 100),
             Err(ReclaimProblem::PoolQuarantine(3))
         );
+        assert_eq!(
+            reclaim_check(&good, 7, &pool(236, 0), 100),
+            Err(ReclaimProblem::Orphaned {
+                pool: 236,
+                clients: 100
+            })
+        );
+        assert!(format!("{}", ReclaimProblem::Quarantined(4)).contains("4 slots"));
     }
 }

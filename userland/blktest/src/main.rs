@@ -259,6 +259,17 @@ mod task {
         }
     }
 
+    /// Slots the live grants of every client use together.
+    fn all_clients_used(dma: &DmaClient<Kernel>) -> Option<u64> {
+        let mut after = None;
+        let mut used = 0;
+        while let Some(entry) = dma.client_stats(after).ok()? {
+            used += entry.used_slots;
+            after = Some(entry.identity);
+        }
+        Some(used)
+    }
+
     /// The DMA server's entry for `identity`.
     fn dma_entry(
         dma: &DmaClient<Kernel>,
@@ -402,7 +413,7 @@ mod task {
         let mut completed = 0usize;
         let mut killed_with: Option<usize> = None;
         let mut lost = 0usize;
-        let mut refused = 0usize;
+        let mut refused = 0usize; // submits refused while the session was lost
         let mut recovered = false;
         while !pending.is_empty() || engine.in_flight() > 0 {
             while let Some(&job) = pending.front() {
@@ -468,7 +479,7 @@ mod task {
                         )));
                     }
                     log::info!(
-                        "{lost} requests lost ({}), {refused} refused while the driver was down \
+                        "{lost} requests lost ({}), {refused} sends refused while the driver was down \
                          ({}); driver back as instance {}.{} after {} ms",
                         BlkError::Lost,
                         ClientError::SessionLost,
@@ -511,7 +522,8 @@ mod task {
         };
         let after = dma_entry(&dma, before.identity);
         let pool = dma.stats();
-        let (Some(after), Ok(pool)) = (after, pool) else {
+        let clients_used = all_clients_used(&dma);
+        let (Some(after), Ok(pool), Some(clients_used)) = (after, pool, clients_used) else {
             return Err(fail(format_args!(
                 "the DMA server's figures are unavailable"
             )));
@@ -522,14 +534,14 @@ mod task {
                 after.instance
             )));
         }
-        reclaim_check(&before, &after, first.0, &pool)
+        reclaim_check(&after, first.0, &pool, clients_used)
             .map_err(|problem| fail(format_args!("DMA pool not reclaimed: {problem}")))?;
         log::info!(
-            "DMA pool reclaimed: driver holds {} slots (first instance {}), quarantine {}, \
-             pool {} of {} slots used",
+            "DMA pool reclaimed: quarantine 0, reset done, the new instance holds {} slots in {} \
+             grants (the first held {} when idle), pool {} of {} slots used, all by live grants",
             after.used_slots,
+            after.grants,
             before.used_slots,
-            pool.quarantined_slots,
             pool.used_slots,
             pool.total_slots
         );

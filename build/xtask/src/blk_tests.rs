@@ -311,7 +311,14 @@ pub fn run_tests(workspace: &Workspace, log_dir: &Path, timeout: Duration) -> Ve
 }
 
 /// Timeout of one benchmark boot.
-const BENCH_TIMEOUT: Duration = Duration::from_secs(600);
+const BENCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Whether blkbench has failed (it then cannot power the system off): stop waiting.
+fn bench_failed(log: &str) -> bool {
+    ["blkbench: ERROR", "blkbench: PANIC", "task blkbench exited"]
+        .iter()
+        .any(|needle| log.contains(needle))
+}
 
 /// `arguments` (from [`qemu::arguments`]) with the disk opened `cache=unsafe` (the host's page
 /// cache absorbs writes and flushes are not waited for: the figures are the guest's path, not
@@ -370,7 +377,7 @@ pub fn bench(workspace: &Workspace) -> Result<Vec<(String, f64)>> {
         let mut command = std::process::Command::new(qemu::QEMU);
         command.args(with_unsafe_cache(qemu::arguments(&image, &setup)));
         println!("$ {}", qemu::command_text(&command));
-        let captured = qemu::run_until(command, BENCH_TIMEOUT, &|_| false, Duration::ZERO)?;
+        let captured = qemu::run_until(command, BENCH_TIMEOUT, &bench_failed, GRACE)?;
         workspace::remove_if_present(&ram_file)?;
         for line in captured
             .log
@@ -387,7 +394,7 @@ pub fn bench(workspace: &Workspace) -> Result<Vec<(String, f64)>> {
             );
         }
         let values = bench_results(&captured.log, prefix);
-        let failed = captured.log.contains("blkbench: ERROR")
+        let failed = bench_failed(&captured.log)
             || captured.ending != Ending::Exited(0)
             || values.is_empty();
         anyhow::ensure!(

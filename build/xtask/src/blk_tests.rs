@@ -263,6 +263,9 @@ fn restart(image: &Path, tasks: usize, log_dir: &Path, timeout: Duration) -> Res
     Ok(report("driver restart", &problems, &[&captured]))
 }
 
+/// One block test: (Image, tasks in its system, log directory, timeout) → passed.
+type BlkTest = fn(&Path, usize, &Path, Duration) -> Result<bool>;
+
 /// Builds the system at `manifest` (relative to the root): its Image and task count.
 fn build(workspace: &Workspace, manifest: &str) -> Result<(PathBuf, usize)> {
     let paths = SystemPaths::other_system(workspace, &workspace.root.join(manifest));
@@ -280,11 +283,7 @@ pub fn run_tests(workspace: &Workspace, log_dir: &Path, timeout: Duration) -> Ve
         results.push(("block tests".into(), false));
         return results;
     }
-    let tests: [(
-        &str,
-        &str,
-        fn(&Path, usize, &Path, Duration) -> Result<bool>,
-    ); 2] = [
+    let tests: [(&str, &str, BlkTest); 2] = [
         (
             "block persistence across boots",
             PERSIST_MANIFEST_PATH,

@@ -16,6 +16,12 @@
 //!   [`Request::Reap`] (a `call` that the driver answers as soon as at least one completion is
 //!   ready, or at once when the client polls).
 //! - Errors are typed ([`BlkError`]), with fixed numeric values.
+//! - `SetupRegion` starts a **session** with the driver instance that answers it. If that
+//!   instance dies (the supervisor restarts the driver), [`BlkClient`] notices — a `Dead` call
+//!   or send, or a reply stamped with another instance's id — reports every request still
+//!   outstanding as a [`BlkError::Lost`] completion, and refuses requests with
+//!   [`ClientError::SessionLost`] until `setup_region` starts a new session (see
+//!   [`BlkClient`], and `docs/virtio.md` for the whole recovery).
 //!
 //! The wire format is `moat-ipc`'s: label [`Blk::ID`], postcard payloads.
 #![no_std]
@@ -61,7 +67,7 @@ pub struct DeviceInfo {
     pub block_size: u32,
     /// Writes are refused with [`BlkError::ReadOnly`].
     pub read_only: bool,
-    /// Whether the device has a volatile write cache that [`Request::Flush`] writes back.
+    /// Whether the device has a volatile write cache that [`Operation::Flush`] writes back.
     pub flush: bool,
     /// Largest length of one read or write, in bytes (a multiple of [`SECTOR_SIZE`]).
     pub max_transfer: u32,
@@ -164,8 +170,8 @@ pub enum BlkError {
     NoRegion = 6,
     /// Length zero, not a multiple of [`SECTOR_SIZE`], or above the maximum transfer.
     BadLength = 7,
-    /// Too many requests in flight for this client (or a region change while some are): try
-    /// again after completions.
+    /// Too many requests in flight for this client (or too many clients): try again after
+    /// completions.
     Busy = 8,
     /// The device has failed (it misbehaved and was reset, or did not start); nothing more
     /// will succeed until the driver restarts.
@@ -672,6 +678,7 @@ mod tests {
     }
 
     /// What the scripted driver does with the next call.
+    #[allow(clippy::large_enum_variant)] // a test script of a few steps
     enum Step {
         /// Answers with `response`, stamped as sent by `driver`.
         Reply(TaskId, Response),

@@ -257,6 +257,10 @@ object {\"name_with_unit\": number, ...} with the names the table shows:
                               under realm-sim (xtask's clock when the line arrives: the kernel
                               prints no timestamps; QEMU TCG, so host load matters)
   plain_boot_ms               the same for the plain guest at EL1
+  blk_read_4k_MBps, blk_read_64k_MBps, blk_write_64k_MBps, the same with _qd32 before _MBps,
+  and realm_blk_* for all six: blkbench's sequential I/O over the 64 MiB disk at queue depth
+                              1 and 32 (build/system-blk-bench.toml, virtio-blk cache=unsafe),
+                              plain guest and Realm; blk_*_dma_maps: DMA-server maps meanwhile
 A measurement that cannot run yet is shown as skipped; one that fails makes the exit status
 non-zero. Benchmarks are never run as timed assertions in tests.
 

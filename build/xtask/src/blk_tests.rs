@@ -474,7 +474,7 @@ mod tests {
                    blkkill: killed the driver (instance 2.0) with 32 requests in flight\n\
                    supervisor: task 2: 678 DMA slot(s) quarantined\n\
                    supervisor: restarted task 2 as 2.1\n\
-                   blkkill: 32 requests lost (request lost), 1 sends refused while the driver was down (driver restarted: session lost); driver back as instance 2.1 after 28 ms\n\
+                   blkkill: 32 requests lost (request lost), 1 submits refused after the session ended (driver restarted: session lost); driver back as instance 2.1 after 28 ms\n\
                    blkkill: after the restart: 64 MiB written before and after the kill verified\n\
                    blkkill: DMA pool reclaimed: quarantine 0, reset done, the new instance holds 236 slots in 12 grants (the first held 136 when idle), pool 236 of 3072 slots used, all by live grants\n\
                    blkkill: PASS\n\

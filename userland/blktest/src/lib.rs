@@ -8,7 +8,8 @@
 //!   with it come back as typed errors, that it can go on with the restarted instance (the data
 //!   it wrote verifies), and that the DMA server reclaimed everything the dead instance held.
 //! - `blkbench` (build/system-blk-bench.toml): sequential reads and writes over the whole disk
-//!   at queue depth 1 and 32, timed with the virtual counter, printed as `moat-bench:` lines.
+//!   at queue depth 1 and 32, each [`REPEATS`] times, timed with the virtual counter; the
+//!   median rate is printed as a `moat-bench:` line.
 #![no_std]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -104,6 +105,16 @@ impl fmt::Display for Stem {
     }
 }
 
+/// Passes of each case over the disk; the median rate is reported (TCG on a shared host is
+/// noisy).
+pub const REPEATS: usize = 3;
+
+/// The median of `values` (the upper one of the middle two for an even count; 0 when empty).
+pub fn median(values: &mut [u64]) -> u64 {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
+}
+
 /// Sequential requests of `size` bytes over sectors `[start, end)`: (sector, bytes), the last
 /// one cut to fit.
 pub fn sequential(start: u64, end: u64, size: usize) -> impl Iterator<Item = (u64, usize)> {
@@ -130,12 +141,18 @@ pub fn hundredths_of_mb_per_second(bytes: u64, nanoseconds: u64) -> u64 {
 }
 
 /// A value in hundredths, printed with two decimals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Hundredths(pub u64);
 
 impl fmt::Display for Hundredths {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{:02}", self.0 / 100, self.0 % 100)
+    }
+}
+
+impl fmt::Debug for Hundredths {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -288,6 +305,14 @@ mod tests {
             "4 KiB reads of a 64 MiB disk"
         );
         assert_eq!(sequential(5, 5, 4096).count(), 0);
+    }
+
+    #[test]
+    fn median_of_the_passes() {
+        assert_eq!(median(&mut [300, 100, 200]), 200);
+        assert_eq!(median(&mut [5]), 5);
+        assert_eq!(median(&mut [1, 2]), 2);
+        assert_eq!(median(&mut []), 0);
     }
 
     #[test]

@@ -28,8 +28,8 @@ mod task {
 
     use blkcheck::{fill_seeded, first_mismatch_seeded};
     use blktest::{
-        CASES, Case, DmaDelta, Hundredths, MAX_DEPTH, MAX_SIZE, hundredths_of_mb_per_second,
-        reclaim_check, sequential,
+        CASES, Case, DmaDelta, Hundredths, MAX_DEPTH, MAX_SIZE, REPEATS,
+        hundredths_of_mb_per_second, median, reclaim_check, sequential,
     };
     use moat_abi::{CapSlot, CapabilityKind, Error, PAGE_SIZE, Rights, TaskId};
     use moat_blk_api::{BlkClient, BlkError, ClientError, Completion, Operation};
@@ -479,8 +479,8 @@ mod task {
                         )));
                     }
                     log::info!(
-                        "{lost} requests lost ({}), {refused} sends refused while the driver was down \
-                         ({}); driver back as instance {}.{} after {} ms",
+                        "{lost} requests lost ({}), {refused} submits refused after the session \
+                         ended ({}); driver back as instance {}.{} after {} ms",
                         BlkError::Lost,
                         ClientError::SessionLost,
                         second.index(),
@@ -561,15 +561,22 @@ mod task {
                     .map_err(|error| fail(format_args!("DMA stats: {error}")))
             };
             let before: StatsSummary = stats()?;
-            let (bytes, requests, took) = run_case(&mut engine, case, sectors)?;
+            let mut rates = [0u64; REPEATS];
+            let mut requests = 0;
+            for rate in &mut rates {
+                let (bytes, count, took) = run_case(&mut engine, case, sectors)?;
+                *rate = hundredths_of_mb_per_second(bytes, took);
+                requests = count;
+            }
             let after = stats()?;
             let delta = DmaDelta::between(&before, &after);
             let entry = dma_entry_of(&dma, driver);
-            let rate = Hundredths(hundredths_of_mb_per_second(bytes, took));
+            let passes = rates.map(Hundredths);
+            let rate = Hundredths(median(&mut rates));
             log::info!(
-                "{}: {rate} MB/s, {requests} requests of {} KiB, {} in flight; dma: maps +{}, \
-                 unmaps +{}, bytes mapped to device +{}, from device +{}, failures +{}, \
-                 driver slots {} (pool high-water {})",
+                "{}: {rate} MB/s (median of {passes:?}), {requests} requests of {} KiB, {} in \
+                 flight; dma over the {REPEATS} passes: maps +{}, unmaps +{}, bytes mapped to \
+                 device +{}, from device +{}, failures +{}, driver slots {} (pool high-water {})",
                 case.stem(),
                 case.size / 1024,
                 case.depth,

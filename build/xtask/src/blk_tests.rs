@@ -8,9 +8,10 @@
 //!   must find no earlier pattern; the second must verify exactly the seed the first one wrote
 //!   and then write another; after each boot the image is read here and must hold that boot's
 //!   pattern in every sector.
-//! - **restart** (build/system-blk-kill.toml): `blkkill` kills the driver mid-workload and
-//!   checks the recovery and the DMA reclaim itself; the test expects its report lines in order,
-//!   the supervisor's restart, and exit status 0 (blkkill powers off with its failure count).
+//! - **restart** (build/system-blk-kill.toml), as the plain guest and again as a Realm under
+//!   realm-sim: `blkkill` kills the driver mid-workload and checks the recovery and the DMA
+//!   reclaim itself; the test expects its report lines in order, the supervisor's restart, and
+//!   exit status 0 (blkkill powers off with its failure count).
 //!
 //! `cargo xtask bench` runs [`bench`]: build/system-blk-bench.toml as the plain guest and as a
 //! Realm under realm-sim, virtio-blk with `cache=unsafe`, a 64 MiB disk; `blkbench` prints
@@ -237,19 +238,41 @@ fn persistence(image: &Path, tasks: usize, log_dir: &Path, timeout: Duration) ->
     Ok(report("persistence", &problems, &[&first, &second]))
 }
 
-/// The restart test.
-fn restart(image: &Path, tasks: usize, log_dir: &Path, timeout: Duration) -> Result<bool> {
-    let disk = log_dir.join("blk-kill-disk.img");
+/// The restart test, as the plain guest or (with realm-sim's ELF) as a Realm under realm-sim.
+fn restart(
+    image: &Path,
+    tasks: usize,
+    realm_sim: Option<&Path>,
+    log_dir: &Path,
+    timeout: Duration,
+) -> Result<bool> {
+    let name = if realm_sim.is_some() {
+        "blk-kill-realm"
+    } else {
+        "blk-kill"
+    };
+    let disk = log_dir.join(format!("{name}-disk.img"));
     workspace::ensure_disk(&disk)?;
+    let ram_file = log_dir.join(format!("{name}.ram"));
+    let setup = match realm_sim {
+        None => plain(&disk),
+        Some(realm_sim) => {
+            workspace::remove_if_present(&ram_file)?;
+            Setup::Full {
+                disk: disk.clone(),
+                mode: Mode::Realm(qemu::Realm {
+                    realm_sim: realm_sim.to_path_buf(),
+                    ram_file: ram_file.clone(),
+                    stress_host: false,
+                }),
+                gdb: false,
+                kernel_args: vec![],
+            }
+        }
+    };
     let expected = kill_boot(tasks);
-    let captured = boot(
-        "blk-kill",
-        image,
-        &plain(&disk),
-        &expected,
-        log_dir,
-        timeout,
-    )?;
+    let captured = boot(name, image, &setup, &expected, log_dir, timeout)?;
+    workspace::remove_if_present(&ram_file)?;
     let problems = console::judge(&captured.log, captured.ending, &expected);
     if problems.is_empty() {
         for line in captured
@@ -260,11 +283,8 @@ fn restart(image: &Path, tasks: usize, log_dir: &Path, timeout: Duration) -> Res
             println!("  {line}");
         }
     }
-    Ok(report("driver restart", &problems, &[&captured]))
+    Ok(report(name, &problems, &[&captured]))
 }
-
-/// One block test: (Image, tasks in its system, log directory, timeout) → passed.
-type BlkTest = fn(&Path, usize, &Path, Duration) -> Result<bool>;
 
 /// Builds the system at `manifest` (relative to the root): its Image and task count.
 fn build(workspace: &Workspace, manifest: &str) -> Result<(PathBuf, usize)> {
@@ -275,35 +295,42 @@ fn build(workspace: &Workspace, manifest: &str) -> Result<(PathBuf, usize)> {
     Ok((image, tasks))
 }
 
-/// `cargo xtask test`'s block tests: (what, passed) for the summary.
+/// `cargo xtask test`'s block tests: (what, passed) for the summary. Persistence and the
+/// restart test as the plain guest, the restart test again as a Realm under realm-sim.
 pub fn run_tests(workspace: &Workspace, log_dir: &Path, timeout: Duration) -> Vec<(String, bool)> {
     let mut results = Vec::new();
+    let mut record = |what: String, outcome: Result<bool>| match outcome {
+        Ok(passed) => results.push((what, passed)),
+        Err(error) => {
+            println!("xtask: {what}: {error:#}");
+            results.push((what, false));
+        }
+    };
     if let Err(error) = fs::create_dir_all(log_dir) {
-        println!("xtask: creating {}: {error}", log_dir.display());
-        results.push(("block tests".into(), false));
+        record("block tests".into(), Err(error.into()));
         return results;
     }
-    let tests: [(&str, &str, BlkTest); 2] = [
-        (
-            "block persistence across boots",
-            PERSIST_MANIFEST_PATH,
-            persistence,
+    record(
+        format!("block persistence across boots ({PERSIST_MANIFEST_PATH})"),
+        build(workspace, PERSIST_MANIFEST_PATH)
+            .and_then(|(image, tasks)| persistence(&image, tasks, log_dir, timeout)),
+    );
+    match build(workspace, KILL_MANIFEST_PATH) {
+        Err(error) => record(
+            format!("block driver killed mid-workload ({KILL_MANIFEST_PATH})"),
+            Err(error),
         ),
-        (
-            "block driver killed mid-workload",
-            KILL_MANIFEST_PATH,
-            restart,
-        ),
-    ];
-    for (what, manifest, test) in tests {
-        let outcome = build(workspace, manifest)
-            .and_then(|(image, tasks)| test(&image, tasks, log_dir, timeout));
-        match outcome {
-            Ok(passed) => results.push((format!("{what} ({manifest})"), passed)),
-            Err(error) => {
-                println!("xtask: {what}: {error:#}");
-                results.push((format!("{what} ({manifest})"), false));
-            }
+        Ok((image, tasks)) => {
+            record(
+                format!("block driver killed mid-workload ({KILL_MANIFEST_PATH})"),
+                restart(&image, tasks, None, log_dir, timeout),
+            );
+            record(
+                format!("block driver killed mid-workload, Realm ({KILL_MANIFEST_PATH})"),
+                workspace::build_realm_sim(workspace).and_then(|realm_sim| {
+                    restart(&image, tasks, Some(&realm_sim), log_dir, timeout)
+                }),
+            );
         }
     }
     results

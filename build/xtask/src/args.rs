@@ -348,6 +348,10 @@ object {\"name_with_unit\": number, ...} with the names the table shows:
   realm_net_tcp_tx_MBps, realm_net_tcp_rx_MBps
                               the same booted as a Realm under realm-sim (every frame through
                               the DMA server's shared bounce windows)
+  blk_read_4k_MBps, blk_read_64k_MBps, blk_write_64k_MBps, the same with _qd32 before _MBps,
+  and realm_blk_* for all six: blkbench's sequential I/O over the 64 MiB disk at queue depth
+                              1 and 32 (build/system-blk-bench.toml, virtio-blk cache=unsafe),
+                              plain guest and Realm; blk_*_dma_maps: DMA-server maps meanwhile
 A measurement that cannot run yet is shown as skipped; one that fails makes the exit status
 non-zero. Benchmarks are never run as timed assertions in tests.
 

@@ -69,7 +69,18 @@ pub const MEASUREMENTS: &[Measurement] = &[
         label: "bulk TCP over QEMU user networking, 64 MiB each way, plain and Realm (build/system-net.toml)",
         run: net_tcp,
     },
+    Measurement {
+        label: "virtio-blk sequential, qd1 and qd32, plain and Realm (build/system-blk-bench.toml)",
+        run: blk_sequential,
+    },
 ];
+
+/// `blk_{read_4k,read_64k,write_64k}[_qd32]_MBps` (and `realm_…`): blkbench over the whole
+/// 64 MiB disk, one request at a time and 32 in flight, with the DMA server's figures
+/// (crate::blk_tests).
+fn blk_sequential(bench: &mut Bench) -> Result<Outcome> {
+    Ok(Outcome::Values(crate::blk_tests::bench(&bench.workspace)?))
+}
 
 /// `net_tcp_tx_MBps` (guest → host) and `net_tcp_rx_MBps` (host → guest): the network system
 /// booted as the plain guest, 64 MiB from netdemo's source and into its sink

@@ -8,6 +8,7 @@
 
 mod args;
 mod bench;
+mod blk_tests;
 mod boot_tests;
 mod console;
 mod faulty_tests;
@@ -383,6 +384,9 @@ fn test(options: TestOptions) -> Result<ExitCode> {
                     results.extend(net_results);
                 }
             }
+            // The block systems: persistence across boots, the driver killed mid-workload.
+            println!("==== block systems: persistence, driver restart (blk_tests) ====");
+            results.extend(blk_tests::run_tests(&workspace, &log_dir, options.timeout));
             // A driver handing its device a private buffer, as a Realm and plain (faulty_tests).
             if let Some(faulty) = faulty {
                 println!("==== faulty DMA: {} ====", faulty_tests::MANIFEST_PATH);

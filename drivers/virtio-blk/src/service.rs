@@ -65,6 +65,9 @@ struct RegionEntry<R> {
 struct ClientState {
     badge: u64,
     instance: TaskId,
+    /// Bumped by every `SetupRegion`: completions of `send`-ed requests from an earlier session
+    /// are discarded (the client reports them lost on its side).
+    session: u64,
     region: Option<usize>,
     completions: VecDeque<Completion>,
     reaper: Option<CapSlot>,
@@ -81,6 +84,7 @@ enum Op {
 struct Pending {
     client: usize,
     instance: TaskId,
+    session: u64,
     tag: u32,
     reply: Option<CapSlot>,
     op: Op,
@@ -325,6 +329,7 @@ impl<S: Syscalls, T: Mmio, D: DmaPort, M: RegionMapper> Service<S, T, D, M> {
         self.clients.push(ClientState {
             badge,
             instance: sender,
+            session: 0,
             region: None,
             completions: VecDeque::new(),
             reaper: None,
@@ -392,6 +397,14 @@ impl<S: Syscalls, T: Mmio, D: DmaPort, M: RegionMapper> Service<S, T, D, M> {
         };
         if let Some(old) = self.clients[client].region.replace(index) {
             self.release_region_owner(old);
+        }
+        // A new session: what the client has not reaped belongs to the old one.
+        let state = &mut self.clients[client];
+        state.session += 1;
+        self.stats.dropped_completions += state.completions.len() as u64;
+        state.completions.clear();
+        if let Some(reaper) = state.reaper.take() {
+            self.answer(Some(reaper), &Response::Completions(heapless::Vec::new()));
         }
         Response::Region { len }
     }
@@ -504,6 +517,7 @@ impl<S: Syscalls, T: Mmio, D: DmaPort, M: RegionMapper> Service<S, T, D, M> {
         let pending = Pending {
             client,
             instance: self.clients[client].instance,
+            session: self.clients[client].session,
             tag,
             reply,
             op,
@@ -534,7 +548,11 @@ impl<S: Syscalls, T: Mmio, D: DmaPort, M: RegionMapper> Service<S, T, D, M> {
         let Some(reply) = reply else {
             return;
         };
-        if self.clients[client].completions.is_empty() && wait {
+        // Wait only while something can still complete: a client with nothing in flight (a new
+        // instance, or a client whose driver restarted) is answered at once, never left
+        // waiting forever.
+        let state = &self.clients[client];
+        if state.completions.is_empty() && wait && state.accepted > 0 {
             if let Some(old) = self.clients[client].reaper.replace(reply) {
                 self.answer(Some(old), &Response::Completions(heapless::Vec::new()));
             }
@@ -674,9 +692,22 @@ impl<S: Syscalls, T: Mmio, D: DmaPort, M: RegionMapper> Service<S, T, D, M> {
             .get(pending.client)
             .is_some_and(|client| client.instance == pending.instance);
         if current {
-            self.clients[pending.client].accepted =
-                self.clients[pending.client].accepted.saturating_sub(1);
-            self.deliver(pending.client, pending.reply, completion);
+            let state = &mut self.clients[pending.client];
+            state.accepted = state.accepted.saturating_sub(1);
+            if pending.reply.is_some() || state.session == pending.session {
+                self.deliver(pending.client, pending.reply, completion);
+            } else {
+                // Sent in a session the client has since ended with `SetupRegion`.
+                self.stats.dropped_completions += 1;
+                // A reaper waiting for nothing that can complete any more is answered.
+                let state = &mut self.clients[pending.client];
+                if state.accepted == 0
+                    && state.completions.is_empty()
+                    && let Some(reaper) = state.reaper.take()
+                {
+                    self.answer(Some(reaper), &Response::Completions(heapless::Vec::new()));
+                }
+            }
         } else if let Some(reply) = pending.reply {
             // The old instance is gone; its reply capability is stale.
             let _ = self.syscalls.cap_drop(reply);

@@ -16,16 +16,25 @@
 //!   [`Request::Reap`] (a `call` that the driver answers as soon as at least one completion is
 //!   ready, or at once when the client polls).
 //! - Errors are typed ([`BlkError`]), with fixed numeric values.
+//! - `SetupRegion` starts a **session** with the driver instance that answers it. If that
+//!   instance dies (the supervisor restarts the driver), [`BlkClient`] notices — a `Dead` call
+//!   or send, or a reply stamped with another instance's id — reports every request still
+//!   outstanding as a [`BlkError::Lost`] completion, and refuses requests with
+//!   [`ClientError::SessionLost`] until `setup_region` starts a new session (see
+//!   [`BlkClient`], and `docs/virtio.md` for the whole recovery).
 //!
 //! The wire format is `moat-ipc`'s: label [`Blk::ID`], postcard payloads.
 #![no_std]
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// The tests' scripted kernel must implement the (unsafe) raw syscall entry of `Syscalls`.
+#![cfg_attr(not(test), forbid(unsafe_code))]
+#![cfg_attr(test, deny(unsafe_code))]
 
+use core::cell::RefCell;
 use core::fmt;
 
-use moat_abi::{CapSlot, Rights, Timeout};
-use moat_ipc::{Client, IpcError, Protocol};
+use moat_abi::{CapSlot, Error, Rights, TaskId, Timeout};
+use moat_ipc::{Client, IpcError, Protocol, REPLY_ERROR, REPLY_OK};
 use moat_userlib::Syscalls;
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +67,7 @@ pub struct DeviceInfo {
     pub block_size: u32,
     /// Writes are refused with [`BlkError::ReadOnly`].
     pub read_only: bool,
-    /// Whether the device has a volatile write cache that [`Request::Flush`] writes back.
+    /// Whether the device has a volatile write cache that [`Operation::Flush`] writes back.
     pub flush: bool,
     /// Largest length of one read or write, in bytes (a multiple of [`SECTOR_SIZE`]).
     pub max_transfer: u32,
@@ -97,8 +106,9 @@ pub enum Request {
     /// The device's [`DeviceInfo`].
     Info,
     /// The message carries the client's data region (a Memory capability with at least
-    /// [`REGION_RIGHTS`]); it replaces any earlier region of this client. Answered with
-    /// [`Response::Region`].
+    /// [`REGION_RIGHTS`]); it replaces any earlier region of this client and starts a new
+    /// session: completions of requests sent before it, not yet reaped or still to come, are
+    /// discarded. Answered with [`Response::Region`].
     SetupRegion,
     /// One operation, named by the client's `tag` in its [`Completion`].
     Io {
@@ -160,8 +170,8 @@ pub enum BlkError {
     NoRegion = 6,
     /// Length zero, not a multiple of [`SECTOR_SIZE`], or above the maximum transfer.
     BadLength = 7,
-    /// Too many requests in flight for this client (or a region change while some are): try
-    /// again after completions.
+    /// Too many requests in flight for this client (or too many clients): try again after
+    /// completions.
     Busy = 8,
     /// The device has failed (it misbehaved and was reset, or did not start); nothing more
     /// will succeed until the driver restarts.
@@ -215,12 +225,17 @@ impl fmt::Display for BlkError {
 /// Why a client call failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientError {
-    /// The IPC failed (`Dead`: the driver restarted; set the region up again).
+    /// The IPC failed (`Dead` before any region was set up: the driver is not running now).
     Ipc(IpcError),
     /// The driver refused or failed the request.
     Blk(BlkError),
     /// The driver answered with a response that does not fit the request.
     UnexpectedResponse,
+    /// The driver instance this client set its region up with is gone (it died, or a restarted
+    /// instance answered). Every request it had not completed was lost: [`BlkClient::reap`]
+    /// reports each one as [`BlkError::Lost`]. Call [`BlkClient::setup_region`] again (once
+    /// the driver is back) to start a new session, then send the requests again.
+    SessionLost,
 }
 
 impl From<IpcError> for ClientError {
@@ -241,21 +256,63 @@ impl fmt::Display for ClientError {
             ClientError::Ipc(error) => write!(f, "ipc: {error}"),
             ClientError::Blk(error) => write!(f, "blk: {error}"),
             ClientError::UnexpectedResponse => f.write_str("unexpected response"),
+            ClientError::SessionLost => f.write_str("driver restarted: session lost"),
         }
     }
 }
 
+/// Requests one [`BlkClient`] keeps track of between [`BlkClient::submit`] and their completion
+/// (the driver accepts at most 64 per client; more are refused with [`BlkError::Busy`] here,
+/// without a message).
+pub const MAX_OUTSTANDING: usize = 128;
+
+/// The client's view of its session with one driver instance.
+#[derive(Debug)]
+struct Session {
+    /// The driver instance that accepted the region (the kernel stamps it on every reply, so it
+    /// cannot be forged); `None` before the first [`BlkClient::setup_region`].
+    driver: Option<TaskId>,
+    /// The driver instance is gone; requests need a new session.
+    lost: bool,
+    /// Tags of submitted requests not yet completed (a multiset: tags are the caller's).
+    outstanding: heapless::Vec<u32, MAX_OUTSTANDING>,
+    /// Tags of requests the lost session took with it, reported by the next `reap`.
+    lost_tags: heapless::Vec<u32, MAX_OUTSTANDING>,
+}
+
 /// A typed client of a block driver over the endpoint capability `endpoint`.
+///
+/// # Sessions and driver restarts
+///
+/// [`BlkClient::setup_region`] starts a *session* with the driver instance that answers it
+/// (the kernel stamps the replying task's generation-tagged id on the reply). Every later
+/// reply is checked against it: a call that fails with `Dead`, or a reply from another
+/// instance (the supervisor restarted the driver), ends the session. The requests that were
+/// in flight are then lost — the dead instance took them with it, and the kernel dropped the
+/// messages queued for it — so the client reports each one, by tag, as a [`BlkError::Lost`]
+/// completion from [`BlkClient::reap`]; after that, requests fail with
+/// [`ClientError::SessionLost`] until `setup_region` starts a new session. Completions the
+/// driver reports for tags this client is not waiting for (stale ones from an older session)
+/// are ignored.
 pub struct BlkClient<S: Syscalls> {
     client: Client<Blk, S>,
+    timeout: Timeout,
+    session: RefCell<Session>,
 }
 
 impl<S: Syscalls> fmt::Debug for BlkClient<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BlkClient")
             .field("endpoint", &self.client.endpoint())
+            .field("session", &self.session)
             .finish()
     }
+}
+
+/// A decoded reply and who sent it.
+struct Answer {
+    response: Response,
+    driver: TaskId,
 }
 
 impl<S: Syscalls> BlkClient<S> {
@@ -263,6 +320,13 @@ impl<S: Syscalls> BlkClient<S> {
     pub fn new(syscalls: S, endpoint: CapSlot) -> Self {
         BlkClient {
             client: Client::new(syscalls, endpoint),
+            timeout: Timeout::Forever,
+            session: RefCell::new(Session {
+                driver: None,
+                lost: false,
+                outstanding: heapless::Vec::new(),
+                lost_tags: heapless::Vec::new(),
+            }),
         }
     }
 
@@ -270,6 +334,8 @@ impl<S: Syscalls> BlkClient<S> {
     pub fn with_timeout(self, timeout: Timeout) -> Self {
         BlkClient {
             client: self.client.with_timeout(timeout),
+            timeout,
+            session: self.session,
         }
     }
 
@@ -278,29 +344,120 @@ impl<S: Syscalls> BlkClient<S> {
         self.client.syscalls()
     }
 
-    fn call(&self, request: &Request) -> Result<Response, ClientError> {
-        match self.client.call(request)? {
+    /// The driver instance of the current session (`None` before `setup_region`).
+    pub fn driver(&self) -> Option<TaskId> {
+        self.session.borrow().driver
+    }
+
+    /// Whether the session ended (see [`ClientError::SessionLost`]).
+    pub fn session_lost(&self) -> bool {
+        self.session.borrow().lost
+    }
+
+    /// Requests submitted and not yet completed (or reported lost).
+    pub fn outstanding(&self) -> usize {
+        self.session.borrow().outstanding.len()
+    }
+
+    /// Ends the session: every outstanding request is lost.
+    fn lose_session(&self) {
+        let mut session = self.session.borrow_mut();
+        if session.driver.is_none() || session.lost {
+            return;
+        }
+        session.lost = true;
+        let tags = core::mem::take(&mut session.outstanding);
+        for tag in tags {
+            // `submit` keeps both together within one vector's capacity, so this fits.
+            let _ = session.lost_tags.push(tag);
+        }
+    }
+
+    /// Sends `request` (with a copy of `capability`) and waits; checks who answered. A `Dead`
+    /// call, or an answer from another instance than the session's, ends the session.
+    fn exchange(
+        &self,
+        request: &Request,
+        capability: Option<(CapSlot, Rights)>,
+    ) -> Result<(Answer, Option<(CapSlot, Rights)>), ClientError> {
+        let mut message = moat_ipc::encode(Blk::ID, request).ok_or(IpcError::RequestTooLarge)?;
+        if let Some((slot, rights)) = capability {
+            message = message.with_capability(slot, rights);
+        }
+        if let Err(error) =
+            self.client
+                .syscalls()
+                .call(self.client.endpoint(), &mut message, self.timeout)
+        {
+            if error == Error::Dead {
+                self.lose_session();
+            }
+            return Err(ClientError::Ipc(IpcError::Kernel(error)));
+        }
+        let driver = message.header.sender;
+        let session_driver = self.session.borrow().driver;
+        if session_driver.is_some_and(|known| known != driver) {
+            self.lose_session();
+        }
+        let carried = message.capability();
+        let response = match message.label() {
+            REPLY_OK => moat_ipc::decode(message.payload()).ok_or(IpcError::MalformedReply)?,
+            REPLY_ERROR => {
+                return Err(ClientError::Ipc(
+                    moat_ipc::decode(message.payload())
+                        .map(IpcError::Remote)
+                        .unwrap_or(IpcError::MalformedReply),
+                ));
+            }
+            _ => return Err(ClientError::Ipc(IpcError::MalformedReply)),
+        };
+        Ok((Answer { response, driver }, carried))
+    }
+
+    /// As [`Self::exchange`] for requests that belong to the session.
+    fn session_call(&self, request: &Request) -> Result<Response, ClientError> {
+        if self.session_lost() {
+            return Err(ClientError::SessionLost);
+        }
+        let result = self.exchange(request, None);
+        if self.session_lost() {
+            return Err(ClientError::SessionLost);
+        }
+        match result?.0.response {
             Response::Refused(error) => Err(ClientError::Blk(error)),
             response => Ok(response),
         }
     }
 
-    /// The device's description.
+    /// The device's description. Answers from any instance (a way to learn that a restarted
+    /// driver is back; the session still ends if it is not the session's instance).
     pub fn info(&self) -> Result<DeviceInfo, ClientError> {
-        match self.call(&Request::Info)? {
+        match self.exchange(&Request::Info, None)?.0.response {
             Response::Info(info) => Ok(info),
+            Response::Refused(error) => Err(ClientError::Blk(error)),
             _ => Err(ClientError::UnexpectedResponse),
         }
     }
 
     /// Hands the driver the data region `memory` (a copy with [`REGION_RIGHTS`] is sent; the
-    /// client keeps its own). Returns the bytes the driver mapped.
+    /// client keeps its own) and starts a new session with the instance that answers: requests
+    /// of an earlier session still outstanding are reported lost by the next [`Self::reap`]
+    /// (the driver discards their completions). Returns the bytes the driver mapped.
     pub fn setup_region(&self, memory: CapSlot) -> Result<u64, ClientError> {
-        let reply = self
-            .client
-            .call_with_capability(&Request::SetupRegion, Some((memory, REGION_RIGHTS)))?;
-        match reply.response {
-            Response::Region { len } => Ok(len),
+        let (answer, _) = self.exchange(&Request::SetupRegion, Some((memory, REGION_RIGHTS)))?;
+        match answer.response {
+            Response::Region { len } => {
+                // A new session: whatever was outstanding belongs to the old one.
+                let mut session = self.session.borrow_mut();
+                let tags = core::mem::take(&mut session.outstanding);
+                for tag in tags {
+                    // As in `lose_session`: this fits.
+                    let _ = session.lost_tags.push(tag);
+                }
+                session.driver = Some(answer.driver);
+                session.lost = false;
+                Ok(len)
+            }
             Response::Refused(error) => Err(ClientError::Blk(error)),
             _ => Err(ClientError::UnexpectedResponse),
         }
@@ -308,7 +465,7 @@ impl<S: Syscalls> BlkClient<S> {
 
     /// Runs `operation` and waits for it.
     pub fn run(&self, tag: u32, operation: Operation) -> Result<(), ClientError> {
-        match self.call(&Request::Io { tag, operation })? {
+        match self.session_call(&Request::Io { tag, operation })? {
             Response::Done(Completion { tag: done, result }) if done == tag => {
                 result.map_err(ClientError::Blk)
             }
@@ -347,30 +504,93 @@ impl<S: Syscalls> BlkClient<S> {
 
     /// Sends `operation` without waiting; its completion comes from [`Self::reap`]. Never
     /// blocks: `IpcError::Kernel(QueueFull)` is back-pressure (reap, then try again).
+    /// [`BlkError::Busy`] when [`MAX_OUTSTANDING`] requests are outstanding already.
     pub fn submit(&self, tag: u32, operation: Operation) -> Result<(), ClientError> {
-        self.client
-            .send(&Request::Io { tag, operation })
-            .map_err(ClientError::Ipc)
+        {
+            let session = self.session.borrow();
+            if session.lost {
+                return Err(ClientError::SessionLost);
+            }
+            // Outstanding and not-yet-reported lost tags together stay within one vector's
+            // capacity, so moving the first into the second never overflows.
+            if session.outstanding.len() + session.lost_tags.len() >= MAX_OUTSTANDING {
+                return Err(ClientError::Blk(BlkError::Busy));
+            }
+        }
+        match self.client.send(&Request::Io { tag, operation }) {
+            Ok(()) => {
+                // Checked for room above; nothing else pushes in between.
+                let _ = self.session.borrow_mut().outstanding.push(tag);
+                Ok(())
+            }
+            Err(IpcError::Kernel(Error::Dead)) if self.driver().is_some() => {
+                self.lose_session();
+                Err(ClientError::SessionLost)
+            }
+            Err(error) => Err(ClientError::Ipc(error)),
+        }
     }
 
     /// Collects completions of submitted requests and passes each to `each`. With `wait`, the
     /// driver answers once at least one is ready (or when it gives up on this wait: a later
     /// `Reap` replaces it); without, at once. Returns how many there were.
+    ///
+    /// When the session has ended, the requests it lost are passed to `each` as
+    /// [`BlkError::Lost`] completions (without asking the driver); once they are reported,
+    /// [`ClientError::SessionLost`].
     pub fn reap(&self, wait: bool, mut each: impl FnMut(Completion)) -> Result<usize, ClientError> {
-        match self.call(&Request::Reap { wait })? {
+        if let Some(count) = self.report_lost(&mut each) {
+            return Ok(count);
+        }
+        let result = self.session_call(&Request::Reap { wait });
+        if let Some(count) = self.report_lost(&mut each) {
+            return Ok(count);
+        }
+        match result? {
             Response::Completions(completions) => {
-                let count = completions.len();
-                completions.into_iter().for_each(&mut each);
+                let mut count = 0;
+                let mut session = self.session.borrow_mut();
+                for completion in completions {
+                    // Only completions this client waits for (not stale ones of an older
+                    // session, nor a confused driver's inventions).
+                    if let Some(at) = session
+                        .outstanding
+                        .iter()
+                        .position(|&tag| tag == completion.tag)
+                    {
+                        session.outstanding.swap_remove(at);
+                        count += 1;
+                        each(completion);
+                    }
+                }
                 Ok(count)
             }
             _ => Err(ClientError::UnexpectedResponse),
         }
+    }
+
+    /// Passes every lost request to `each` as a [`BlkError::Lost`] completion; `None` if there
+    /// were none.
+    fn report_lost(&self, each: &mut impl FnMut(Completion)) -> Option<usize> {
+        let tags = core::mem::take(&mut self.session.borrow_mut().lost_tags);
+        if tags.is_empty() {
+            return None;
+        }
+        for &tag in &tags {
+            each(Completion {
+                tag,
+                result: Err(BlkError::Lost),
+            });
+        }
+        Some(tags.len())
     }
 }
 
 #[cfg(test)]
 mod tests {
     extern crate std;
+
+    use core::cell::RefCell;
 
     use moat_abi::MAX_PAYLOAD;
 
@@ -455,6 +675,231 @@ mod tests {
                 Some(Response::Done(completion))
             );
         }
+    }
+
+    /// What the scripted driver does with the next call.
+    #[allow(clippy::large_enum_variant)] // a test script of a few steps
+    enum Step {
+        /// Answers with `response`, stamped as sent by `driver`.
+        Reply(TaskId, Response),
+        /// The call fails.
+        Fail(Error),
+    }
+
+    /// A fake kernel whose calls are answered from a script; sends succeed unless `send_error`.
+    struct Scripted {
+        steps: RefCell<std::collections::VecDeque<Step>>,
+        sent: core::cell::Cell<usize>,
+        send_error: core::cell::Cell<Option<Error>>,
+    }
+
+    impl Scripted {
+        fn new(steps: impl IntoIterator<Item = Step>) -> Scripted {
+            Scripted {
+                steps: RefCell::new(steps.into_iter().collect()),
+                sent: core::cell::Cell::new(0),
+                send_error: core::cell::Cell::new(None),
+            }
+        }
+    }
+
+    #[allow(unsafe_code)]
+    impl Syscalls for &Scripted {
+        /// Never used: the typed calls the client makes are overridden below.
+        unsafe fn syscall(&self, _: moat_abi::Syscall, _: [u64; 6]) -> [u64; 4] {
+            [moat_abi::Error::NoSuchSyscall as u64, 0, 0, 0]
+        }
+
+        fn send(&self, _: CapSlot, _: &moat_abi::Message) -> Result<(), Error> {
+            self.sent.set(self.sent.get() + 1);
+            self.send_error.get().map_or(Ok(()), Err)
+        }
+
+        fn call(
+            &self,
+            _: CapSlot,
+            message: &mut moat_abi::Message,
+            _: Timeout,
+        ) -> Result<(), Error> {
+            match self
+                .steps
+                .borrow_mut()
+                .pop_front()
+                .expect("a scripted step")
+            {
+                Step::Fail(error) => Err(error),
+                Step::Reply(driver, response) => {
+                    *message = moat_ipc::encode(REPLY_OK, &response).expect("fits");
+                    message.stamp(0, driver);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    const FIRST: TaskId = TaskId::new(2, 0);
+    const SECOND: TaskId = TaskId::new(2, 1);
+
+    fn region() -> Response {
+        Response::Region { len: 4096 }
+    }
+
+    fn completions(tags: &[(u32, Result<(), BlkError>)]) -> Response {
+        let mut list = heapless::Vec::new();
+        for &(tag, result) in tags {
+            list.push(Completion { tag, result }).expect("room");
+        }
+        Response::Completions(list)
+    }
+
+    fn read(sector: u64) -> Operation {
+        Operation::Read {
+            sector,
+            offset: 0,
+            len: 512,
+        }
+    }
+
+    fn reaped(client: &BlkClient<&Scripted>) -> Result<std::vec::Vec<Completion>, ClientError> {
+        let mut seen = std::vec::Vec::new();
+        client.reap(false, |completion| seen.push(completion))?;
+        Ok(seen)
+    }
+
+    #[test]
+    fn a_reply_from_a_restarted_driver_loses_the_session_and_its_requests() {
+        let kernel = Scripted::new([
+            Step::Reply(FIRST, region()),
+            Step::Reply(FIRST, completions(&[(1, Ok(()))])),
+            // The driver was restarted: the new instance knows nothing of tags 2 and 3.
+            Step::Reply(SECOND, completions(&[])),
+            Step::Reply(SECOND, region()),
+            Step::Reply(
+                SECOND,
+                completions(&[(2, Err(BlkError::NoRegion)), (4, Ok(()))]),
+            ),
+        ]);
+        let client = BlkClient::new(&kernel, CapSlot(1));
+        assert_eq!(client.setup_region(CapSlot(9)), Ok(4096));
+        assert_eq!(client.driver(), Some(FIRST));
+        for tag in 1..=3 {
+            client.submit(tag, read(tag.into())).expect("sent");
+        }
+        assert_eq!(client.outstanding(), 3);
+        assert_eq!(
+            reaped(&client),
+            Ok(std::vec![Completion {
+                tag: 1,
+                result: Ok(())
+            }])
+        );
+        // Tags 2 and 3 were lost with the first instance: reported once each, by tag.
+        let mut lost: std::vec::Vec<u32> = reaped(&client)
+            .expect("lost requests are reported")
+            .into_iter()
+            .map(|completion| {
+                assert_eq!(completion.result, Err(BlkError::Lost));
+                completion.tag
+            })
+            .collect();
+        lost.sort_unstable();
+        assert_eq!(lost, [2, 3]);
+        assert!(client.session_lost());
+        assert_eq!(client.outstanding(), 0);
+        // Then every request fails with a typed error, without reaching the driver.
+        assert_eq!(reaped(&client), Err(ClientError::SessionLost));
+        assert_eq!(client.submit(5, read(5)), Err(ClientError::SessionLost));
+        assert_eq!(client.read(0, 0, 512), Err(ClientError::SessionLost));
+        assert_eq!(kernel.sent.get(), 3);
+        // A new session with the new instance; a stale completion (tag 2) is ignored.
+        assert_eq!(client.setup_region(CapSlot(9)), Ok(4096));
+        assert_eq!(client.driver(), Some(SECOND));
+        client.submit(4, read(4)).expect("sent");
+        assert_eq!(
+            reaped(&client),
+            Ok(std::vec![Completion {
+                tag: 4,
+                result: Ok(())
+            }])
+        );
+        assert!(kernel.steps.borrow().is_empty());
+    }
+
+    #[test]
+    fn dead_calls_and_sends_lose_the_session() {
+        let kernel = Scripted::new([
+            Step::Reply(FIRST, region()),
+            Step::Fail(Error::Dead),
+            Step::Fail(Error::Dead),
+            Step::Reply(SECOND, region()),
+        ]);
+        let client = BlkClient::new(&kernel, CapSlot(1));
+        client.setup_region(CapSlot(9)).expect("region");
+        client.submit(7, read(0)).expect("sent");
+        // The driver died while the client waited in `Reap`.
+        let lost = reaped(&client).expect("reported");
+        assert_eq!(
+            lost,
+            [Completion {
+                tag: 7,
+                result: Err(BlkError::Lost)
+            }]
+        );
+        // While it is down, `info` says so.
+        assert_eq!(
+            client.info(),
+            Err(ClientError::Ipc(IpcError::Kernel(Error::Dead)))
+        );
+        client.setup_region(CapSlot(9)).expect("back");
+        // A send to a dead driver ends the new session too.
+        kernel.send_error.set(Some(Error::Dead));
+        assert_eq!(client.submit(8, read(0)), Err(ClientError::SessionLost));
+        assert!(client.session_lost());
+        assert_eq!(reaped(&client), Err(ClientError::SessionLost));
+    }
+
+    #[test]
+    fn before_a_session_errors_pass_through_and_setup_starts_one() {
+        let kernel = Scripted::new([
+            Step::Fail(Error::Dead),
+            Step::Reply(FIRST, Response::Refused(BlkError::BadRegion)),
+            Step::Reply(FIRST, region()),
+            Step::Reply(FIRST, Response::Refused(BlkError::Busy)),
+        ]);
+        let client = BlkClient::new(&kernel, CapSlot(1));
+        assert_eq!(
+            client.info(),
+            Err(ClientError::Ipc(IpcError::Kernel(Error::Dead)))
+        );
+        assert!(!client.session_lost());
+        assert_eq!(
+            client.setup_region(CapSlot(9)),
+            Err(ClientError::Blk(BlkError::BadRegion))
+        );
+        assert_eq!(client.driver(), None);
+        client.setup_region(CapSlot(9)).expect("region");
+        // Requests submitted before a region change are reported lost.
+        client.submit(3, read(0)).expect("sent");
+        assert_eq!(
+            client.setup_region(CapSlot(9)),
+            Err(ClientError::Blk(BlkError::Busy))
+        );
+        assert_eq!(client.outstanding(), 1);
+    }
+
+    #[test]
+    fn the_client_bounds_what_it_tracks() {
+        let kernel = Scripted::new([Step::Reply(FIRST, region())]);
+        let client = BlkClient::new(&kernel, CapSlot(1));
+        client.setup_region(CapSlot(9)).expect("region");
+        for tag in 0..MAX_OUTSTANDING as u32 {
+            client.submit(tag, read(0)).expect("room");
+        }
+        assert_eq!(
+            client.submit(999, read(0)),
+            Err(ClientError::Blk(BlkError::Busy))
+        );
+        assert_eq!(kernel.sent.get(), MAX_OUTSTANDING);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! blkcheck's logic, host-tested: the deterministic disk pattern, the plan of mixed-size
 //! requests that covers a disk, and the summary line.
 //!
-//! The pattern depends only on the sector number and the byte's place in it, so anyone — the
-//! task reading the disk back, or `cargo xtask` reading the disk image on the host after a run —
-//! can compute what any sector must hold ([`expected_sector`]).
+//! The pattern depends only on a 64-bit seed, the sector number and the byte's place in it, so
+//! anyone — the task reading the disk back, or `cargo xtask` reading the disk image on the host
+//! after a run — can compute what any sector must hold ([`expected_sector`]). The demo uses the
+//! fixed [`SEED`]; the persistence check (`blkcheck-persist`) picks a fresh seed per boot, so a
+//! later boot can only verify data an earlier boot really wrote. Every sector carries the seed
+//! in its second word ([`seed_of`]), so the disk says which pattern it should hold.
 #![no_std]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -36,10 +39,17 @@ fn mix(mut value: u64) -> u64 {
     value ^ (value >> 31)
 }
 
-/// Fills `out` (a multiple of 512 bytes) with the pattern of the sectors from `sector` on.
-/// Each 8-byte word depends on the sector and the word's index; the first word of a sector
-/// is the sector number itself, so a misplaced sector is easy to recognise in a hex dump.
+/// Fills `out` (a multiple of 512 bytes) with the [`SEED`] pattern of the sectors from
+/// `sector` on (see [`fill_seeded`]).
 pub fn fill(sector: u64, out: &mut [u8]) {
+    fill_seeded(SEED, sector, out);
+}
+
+/// Fills `out` (a multiple of 512 bytes) with the pattern of `seed` for the sectors from
+/// `sector` on. Each 8-byte word depends on the seed, the sector and the word's index; the
+/// first word of a sector is the sector number itself (a misplaced sector is easy to recognise
+/// in a hex dump) and the second is the seed.
+pub fn fill_seeded(seed: u64, sector: u64, out: &mut [u8]) {
     for (index, chunk) in out.chunks_mut(SECTOR).enumerate() {
         let sector = sector.wrapping_add(index as u64);
         let mut words = chunk.chunks_exact_mut(8);
@@ -49,11 +59,11 @@ pub fn fill(sector: u64, out: &mut [u8]) {
                 Ok(encoded) => encoded,
                 Err(_) => continue,
             };
-            *encoded = word_value(sector, word).to_le_bytes();
+            *encoded = word_value(seed, sector, word).to_le_bytes();
             word += 1;
         }
         let tail = words.into_remainder();
-        let encoded = word_value(sector, word).to_le_bytes();
+        let encoded = word_value(seed, sector, word).to_le_bytes();
         let len = tail.len();
         tail.copy_from_slice(&encoded[..len]);
     }
@@ -67,21 +77,37 @@ pub fn expected_sector(sector: u64) -> [u8; SECTOR] {
 }
 
 /// The pattern's 8-byte word `word` of sector `sector`.
-fn word_value(sector: u64, word: usize) -> u64 {
-    if word == 0 {
-        sector
-    } else {
-        mix(SEED ^ sector.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ word as u64)
+fn word_value(seed: u64, sector: u64, word: usize) -> u64 {
+    match word {
+        0 => sector,
+        1 => seed,
+        _ => mix(seed ^ sector.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ word as u64),
     }
 }
 
+/// The seed of the pattern sector `sector` claims to hold (its second word), if its first word
+/// is its own number. Only a claim: check the sector with [`first_mismatch_seeded`].
+pub fn seed_of(sector: u64, data: &[u8]) -> Option<u64> {
+    let word = |index: usize| -> Option<u64> {
+        let bytes = data.get(index * 8..index * 8 + 8)?;
+        Some(u64::from_le_bytes(bytes.try_into().ok()?))
+    };
+    (word(0)? == sector).then_some(word(1)?)
+}
+
 /// The first byte offset in `data` (read from sector `sector` on) that differs from the
-/// pattern, if any. Compares word by word, without building the expected bytes.
+/// [`SEED`] pattern, if any.
 pub fn first_mismatch(sector: u64, data: &[u8]) -> Option<usize> {
+    first_mismatch_seeded(SEED, sector, data)
+}
+
+/// The first byte offset in `data` (read from sector `sector` on) that differs from the
+/// pattern of `seed`, if any. Compares word by word, without building the expected bytes.
+pub fn first_mismatch_seeded(seed: u64, sector: u64, data: &[u8]) -> Option<usize> {
     for (index, chunk) in data.chunks(SECTOR).enumerate() {
         let sector = sector.wrapping_add(index as u64);
         for (word, bytes) in chunk.chunks(8).enumerate() {
-            let value = word_value(sector, word);
+            let value = word_value(seed, sector, word);
             let expected = value.to_le_bytes();
             let expected = &expected[..bytes.len()];
             let matches = match <[u8; 8]>::try_from(bytes) {
@@ -230,6 +256,28 @@ mod tests {
         assert_eq!(first_mismatch(4, &run), None);
         run[3 * SECTOR + 17] ^= 1;
         assert_eq!(first_mismatch(4, &run), Some(3 * SECTOR + 17));
+    }
+
+    #[test]
+    fn seeds_make_different_patterns_and_sectors_name_theirs() {
+        let mut a = vec![0u8; 2 * SECTOR];
+        let mut b = vec![0u8; 2 * SECTOR];
+        fill_seeded(1, 10, &mut a);
+        fill_seeded(2, 10, &mut b);
+        assert_ne!(a, b);
+        assert_eq!(first_mismatch_seeded(1, 10, &a), None);
+        assert_eq!(first_mismatch_seeded(2, 10, &a), Some(8));
+        assert_eq!(seed_of(10, &a), Some(1));
+        assert_eq!(seed_of(11, &a[SECTOR..]), Some(1));
+        // A sector that is not where it claims to be, or too short to say.
+        assert_eq!(seed_of(11, &a), None);
+        assert_eq!(seed_of(10, &a[..12]), None);
+        assert_eq!(seed_of(0, &[0u8; SECTOR]), Some(0));
+        // The demo pattern is the SEED one.
+        let mut demo = vec![0u8; SECTOR];
+        fill(3, &mut demo);
+        assert_eq!(seed_of(3, &demo), Some(SEED));
+        assert_eq!(first_mismatch(3, &demo), None);
     }
 
     #[test]

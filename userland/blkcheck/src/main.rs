@@ -7,6 +7,14 @@
 //! waiting, then a yield), so the task stays runnable until it is done and the demo task does
 //! not take a moment when every task waits on the disk for the end of the workload.
 //!
+//! Run under the manifest name `blkcheck-persist` (build/system-blk-persist.toml) it checks
+//! persistence across boots instead: it reads sector 0, and if the disk claims a pattern
+//! (`blkcheck::seed_of`) it verifies the whole disk against that seed *before writing anything*
+//! (`blkcheck: earlier pattern verified, seed 0x…` or errors; `blkcheck: no earlier pattern` on
+//! a fresh disk); then it writes the pattern of a fresh seed from the task's entropy, reads it
+//! back and prints the `PASS` line with `seed 0x…`. `cargo xtask test` boots it twice over one
+//! disk image and checks that the second boot verified the seed the first one wrote.
+//!
 //! On the host this binary only prints a note: it is a task for `aarch64-unknown-none`.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
@@ -18,7 +26,7 @@ mod task {
     use alloc::vec;
     use alloc::vec::Vec;
 
-    use blkcheck::{Chunk, MAX_REQUEST, Summary, first_mismatch, plan};
+    use blkcheck::{Chunk, MAX_REQUEST, SEED, Summary, first_mismatch_seeded, plan, seed_of};
     use moat_abi::{CapabilityKind, Error, PAGE_SIZE, Rights};
     use moat_blk_api::{BlkClient, ClientError, Completion, Operation};
     use moat_ipc::IpcError;
@@ -73,6 +81,8 @@ mod task {
     }
 
     struct Run {
+        /// The pattern's seed.
+        seed: u64,
         client: BlkClient<Kernel>,
         region: Region,
         in_flight: [Option<Chunk>; SLOTS],
@@ -102,7 +112,7 @@ mod task {
             if pass == Pass::Read {
                 let data = &mut self.buffer[..chunk.len];
                 self.region.get(Self::offset(slot, &chunk), data);
-                if let Some(at) = first_mismatch(chunk.sector, data) {
+                if let Some(at) = first_mismatch_seeded(self.seed, chunk.sector, data) {
                     log::error!(
                         "sector {}: byte {} differs from the pattern",
                         chunk.sector + (at / 512) as u64,
@@ -141,7 +151,7 @@ mod task {
                 self.client.read(sector, 0, len as u32)?;
                 let data = &mut self.buffer[..len];
                 self.region.get(0, data);
-                present &= first_mismatch(sector, data).is_none();
+                present &= first_mismatch_seeded(self.seed, sector, data).is_none();
             }
             Ok(present)
         }
@@ -158,7 +168,7 @@ mod task {
                 let offset = Self::offset(slot, &chunk);
                 let operation = match pass {
                     Pass::Write => {
-                        blkcheck::fill(chunk.sector, &mut pattern[..chunk.len]);
+                        blkcheck::fill_seeded(self.seed, chunk.sector, &mut pattern[..chunk.len]);
                         self.region.put(offset, &pattern[..chunk.len]);
                         Operation::Write {
                             sector: chunk.sector,
@@ -197,12 +207,17 @@ mod task {
     }
 
     fn main() -> u64 {
-        match check() {
-            Ok(summary) if summary.failures == 0 => {
-                log::info!("{summary}");
+        let persist = moat_userlib::task::name() == "blkcheck-persist";
+        match check(persist) {
+            Ok((summary, seed)) if summary.failures == 0 => {
+                if persist {
+                    log::info!("{summary}, seed {seed:#018x}");
+                } else {
+                    log::info!("{summary}");
+                }
                 0
             }
-            Ok(summary) => {
+            Ok((summary, _)) => {
                 log::error!("{summary}");
                 EXIT_FAILED
             }
@@ -213,7 +228,58 @@ mod task {
         }
     }
 
-    fn check() -> Result<Summary, ClientError> {
+    /// A seed for this boot from the task's entropy, different from `earlier`.
+    fn fresh_seed(earlier: Option<u64>) -> u64 {
+        let entropy = moat_userlib::task::info().map_or([0; 32], |info| info.entropy);
+        let mut seed = 0u64;
+        for chunk in entropy.chunks_exact(8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            seed ^= u64::from_le_bytes(word);
+        }
+        // The counter too, in case the entropy is weak (it is host-controlled in a Realm
+        // without RNDR; a seed only has to differ from the last boot's, not be secret).
+        seed ^= Kernel.time().rotate_left(17);
+        if Some(seed) == earlier || seed == 0 {
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        }
+        seed
+    }
+
+    /// Persistence: if the disk claims a pattern, verifies the whole of it before anything is
+    /// written. Returns the earlier seed (`None` on a disk without one); failures are counted
+    /// in the run's summary.
+    fn verify_earlier(run: &mut Run, sectors: u64) -> Result<Option<u64>, ClientError> {
+        run.client.read(0, 0, 512)?;
+        let mut first = [0u8; 512];
+        run.region.get(0, &mut first);
+        let Some(seed) = seed_of(0, &first).filter(|&seed| {
+            // Sector 0 must hold the whole pattern it claims.
+            first_mismatch_seeded(seed, 0, &first).is_none()
+        }) else {
+            log::info!("no earlier pattern on the disk");
+            return Ok(None);
+        };
+        run.seed = seed;
+        let start = Kernel.time();
+        run.pass(Pass::Read, sectors)?;
+        let took = Kernel.time() - start;
+        if run.summary.failures == 0 {
+            log::info!(
+                "earlier pattern verified, seed {seed:#018x}: {} KiB in {} ms, before writing",
+                sectors / 2,
+                took / 1_000_000
+            );
+        } else {
+            log::error!(
+                "earlier pattern seed {seed:#018x}: {} failures",
+                run.summary.failures
+            );
+        }
+        Ok(Some(seed))
+    }
+
+    fn check(persist: bool) -> Result<(Summary, u64), ClientError> {
         let endpoint = caps::expect("call:blk", CapabilityKind::Endpoint)
             .map_err(|_| ClientError::Ipc(IpcError::Kernel(Error::InvalidCapability)))?;
         let client = BlkClient::new(Kernel, endpoint);
@@ -235,6 +301,7 @@ mod task {
             .map_err(|error| ClientError::Ipc(IpcError::Kernel(error)))?;
         client.setup_region(mapping.capability)?;
         let mut run = Run {
+            seed: SEED,
             client,
             region: Region(mapping),
             in_flight: [None; SLOTS],
@@ -243,12 +310,23 @@ mod task {
             summary: Summary::default(),
         };
 
-        // Persistence: does the disk already hold the pattern (an earlier run wrote it)?
-        let earlier = run.earlier_pattern(info.capacity_sectors)?;
-        log::info!(
-            "pattern from an earlier run: {}",
-            if earlier { "present" } else { "absent" }
-        );
+        if persist {
+            let earlier = verify_earlier(&mut run, info.capacity_sectors)?;
+            run.seed = fresh_seed(earlier);
+            // The earlier pass's figures are not this run's; its failures are.
+            let failures = run.summary.failures;
+            run.summary = Summary {
+                failures,
+                ..Summary::default()
+            };
+        } else {
+            // Does the disk already hold the pattern (an earlier run wrote it)?
+            let earlier = run.earlier_pattern(info.capacity_sectors)?;
+            log::info!(
+                "pattern from an earlier run: {}",
+                if earlier { "present" } else { "absent" }
+            );
+        }
 
         let start = Kernel.time();
         run.pass(Pass::Write, info.capacity_sectors)?;
@@ -264,7 +342,7 @@ mod task {
         run.summary.write_ns = written - start;
         run.summary.flush_ns = flush_end - written;
         run.summary.read_ns = read - flush_end;
-        Ok(run.summary)
+        Ok((run.summary, run.seed))
     }
 }
 

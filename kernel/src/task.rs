@@ -398,34 +398,28 @@ impl Task {
 
     /// Translates a message-sized user buffer: `len` bytes (at most one page) at `va`, 8-byte
     /// aligned, every page mapped as normal memory (readable; writable too if `write`).
-    /// Errors: [`Error::BadAlignment`], [`Error::BadAddress`].
+    /// Errors: [`Error::BadAlignment`], [`Error::BadLength`], [`Error::BadAddress`].
     pub fn span(&self, va: u64, len: usize, write: bool) -> Result<Span, Error> {
         if !va.is_multiple_of(8) {
             return Err(Error::BadAlignment);
         }
-        if len > FRAME_SIZE as usize {
-            return Err(Error::BadLength);
-        }
-        va.checked_add(len as u64).ok_or(Error::BadAddress)?;
-        let usable = |address: u64| match self.space.translate(address) {
-            Some((pa, access)) if !access.device && (access.write || !write) => Ok(pa),
-            _ => Err(Error::BadAddress),
-        };
-        let first = ((FRAME_SIZE - va % FRAME_SIZE) as usize).min(len);
-        let mut span = Span {
-            chunks: [(usable(va)?, first), (0, 0)],
-        };
-        if first < len {
-            span.chunks[1] = (usable(va + first as u64)?, len - first);
-        }
-        Ok(span)
+        self.translate_span(va, len, write)
     }
 
     /// Translates a byte buffer of any alignment: `len` bytes (1 to one page) at `va`, every
     /// page mapped as normal memory (never device registers), writable if `write`.
     /// Errors: [`Error::BadLength`], [`Error::BadAddress`].
     pub fn byte_span(&self, va: u64, len: usize, write: bool) -> Result<Span, Error> {
-        if len == 0 || len > FRAME_SIZE as usize {
+        if len == 0 {
+            return Err(Error::BadLength);
+        }
+        self.translate_span(va, len, write)
+    }
+
+    /// The translation behind [`Task::span`] and [`Task::byte_span`]: at most one page, so at
+    /// most two pieces.
+    fn translate_span(&self, va: u64, len: usize, write: bool) -> Result<Span, Error> {
+        if len > FRAME_SIZE as usize {
             return Err(Error::BadLength);
         }
         va.checked_add(len as u64).ok_or(Error::BadAddress)?;

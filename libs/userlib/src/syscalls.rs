@@ -53,6 +53,18 @@ pub struct TaskStatus {
     pub detail: u64,
 }
 
+/// What ended a `Recv` or `ReplyRecv`, from its results (`x1` = kind, `x2` = bits).
+fn received(results: [u64; 4]) -> Result<Received, Error> {
+    let kind = u32::try_from(results[1])
+        .ok()
+        .and_then(|raw| RecvKind::try_from(raw).ok())
+        .ok_or(Error::InvalidArgument)?;
+    Ok(match kind {
+        RecvKind::Message => Received::Message,
+        RecvKind::Notification => Received::Notification(results[2]),
+    })
+}
+
 /// Decodes the status in `x0`: the results on success, the error otherwise. A status this ABI
 /// version does not know is reported as [`Error::InvalidArgument`] (the kernel and the task
 /// disagree about the ABI; there is no better description).
@@ -169,14 +181,7 @@ pub trait Syscalls {
                 [slot_arg(endpoint), address, timeout.to_raw(), mask, 0, 0],
             )
         })?;
-        let kind = u32::try_from(results[1])
-            .ok()
-            .and_then(|raw| RecvKind::try_from(raw).ok())
-            .ok_or(Error::InvalidArgument)?;
-        Ok(match kind {
-            RecvKind::Message => Received::Message,
-            RecvKind::Notification => Received::Notification(results[2]),
-        })
+        received(results)
     }
 
     /// Sends `message` as a call on `endpoint` and waits up to `timeout` for the reply, which
@@ -236,14 +241,7 @@ pub trait Syscalls {
                 ],
             )
         })?;
-        let kind = u32::try_from(results[1])
-            .ok()
-            .and_then(|raw| RecvKind::try_from(raw).ok())
-            .ok_or(Error::InvalidArgument)?;
-        Ok(match kind {
-            RecvKind::Message => Received::Message,
-            RecvKind::Notification => Received::Notification(results[2]),
-        })
+        received(results)
     }
 
     /// Waits up to `timeout` for notification bits in `mask`; returns (and clears) those pending.

@@ -418,6 +418,7 @@ impl Task {
 
     /// The translation behind [`Task::span`] and [`Task::byte_span`]: at most one page, so at
     /// most two pieces.
+    #[inline(always)]
     fn translate_span(&self, va: u64, len: usize, write: bool) -> Result<Span, Error> {
         if len > FRAME_SIZE as usize {
             return Err(Error::BadLength);

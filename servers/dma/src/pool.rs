@@ -226,6 +226,28 @@ pub struct SlotPool {
     block_classes: Vec<u8>,
     /// Block membership per recorded size class.
     classes: ClassIndex,
+    /// The run freed last, tried first by the next allocation of the same length.
+    recent: Recent,
+    /// A block's state before the last allocation took slots from it.
+    undo: Undo,
+}
+
+/// The run freed last (`run.count` 0: none yet) and its slot mask in its block.
+#[derive(Clone, Copy, Debug)]
+struct Recent {
+    run: SlotRun,
+    block: usize,
+    mask: u128,
+}
+
+/// A block's free bits and recorded class just before the last allocation took slots from it.
+/// A free that brings back exactly these bits, while the block still has this recorded class,
+/// leaves the class an upper bound without any work.
+#[derive(Clone, Copy, Debug)]
+struct Undo {
+    block: usize,
+    bits: u128,
+    class: u8,
 }
 
 /// The class byte of a block with no free slot.
@@ -265,6 +287,16 @@ impl SlotPool {
             blocks: vec![u128::MAX; block_count],
             block_classes: vec![NO_CLASS; block_count],
             classes: ClassIndex::new(block_count).ok_or(DmaError::InvalidArgument)?,
+            recent: Recent {
+                run: SlotRun { first: 0, count: 0 },
+                block: 0,
+                mask: 0,
+            },
+            undo: Undo {
+                block: 0,
+                bits: 0,
+                class: NO_CLASS,
+            },
         };
         let tail = total_slots % SLOTS_PER_BLOCK;
         if tail != 0 {
@@ -340,6 +372,17 @@ impl SlotPool {
         if request.count > self.free_slots {
             return Err(DmaError::PoolExhausted);
         }
+        // Fastest path (a driver that maps and unmaps one buffer per I/O): the run freed last,
+        // if it is still free, has the requested length and meets the constraints. A few word
+        // operations, and the slots are likely still in the cache.
+        let recent = self.recent;
+        if recent.run.count == request.count
+            && self.blocks[recent.block] & recent.mask == recent.mask
+            && self.placement_ok(recent.run.first, request)
+        {
+            self.take_mask(recent.block, recent.mask, recent.run.count);
+            return Ok(recent.run);
+        }
         // Fast path: the first block of the smallest non-empty class in which every block whose
         // class is exact is certain to fit.
         if let Some(first_class) = self.guaranteed_class(request) {
@@ -397,11 +440,17 @@ impl SlotPool {
         let bits = old | mask;
         self.blocks[block] = bits;
         self.free_slots += run.count;
+        self.recent = Recent { run, block, mask };
+        let recorded = self.block_classes[block];
+        let undo = self.undo;
+        if undo.block == block && undo.bits == bits && undo.class == recorded {
+            // The block is as it was before the last allocation from it, and so is its class.
+            return Ok(());
+        }
         // Freeing can only lengthen the free run around the freed slots; the block's class
         // becomes at least that run's class (it may already be higher).
         let merged = run_around(bits, start, start + run.count);
         let class = floor_log2(merged as u64) as u8;
-        let recorded = self.block_classes[block];
         if recorded == NO_CLASS || recorded < class {
             self.move_block(block, recorded, class);
         }
@@ -454,6 +503,15 @@ impl SlotPool {
         })
     }
 
+    /// Whether a run of `request.count` slots starting at slot `first` meets the request's
+    /// alignment and boundary (its slots' being free is not checked).
+    fn placement_ok(&self, first: usize, request: SlotRequest) -> bool {
+        let start = self.base_slot + first as u64;
+        let last = start + request.count as u64 - 1;
+        start & (request.align - 1) == 0
+            && (request.boundary == 0 || (start ^ last) & !(request.boundary - 1) == 0)
+    }
+
     /// The smallest class in which every block holds a run satisfying `request`, if any.
     fn guaranteed_class(&self, request: SlotRequest) -> Option<usize> {
         // When block starts are multiples of the boundary's period, a boundary of at least a
@@ -500,15 +558,24 @@ impl SlotPool {
     /// Takes the slots `start .. start + count` of `block`. The block keeps its recorded class,
     /// which may now overstate it; [`SlotPool::alloc`] corrects it when it matters.
     fn take(&mut self, block: usize, start: usize, count: usize) -> SlotRun {
-        let mask = low_ones(count) << start;
-        let old = self.blocks[block];
-        debug_assert_eq!(old & mask, mask);
-        self.blocks[block] = old & !mask;
-        self.free_slots -= count;
+        self.take_mask(block, low_ones(count) << start, count);
         SlotRun {
             first: block * SLOTS_PER_BLOCK + start,
             count,
         }
+    }
+
+    /// Takes the `count` free slots `mask` of `block`, remembering the block as it was.
+    fn take_mask(&mut self, block: usize, mask: u128, count: usize) {
+        let old = self.blocks[block];
+        debug_assert_eq!(old & mask, mask);
+        self.undo = Undo {
+            block,
+            bits: old,
+            class: self.block_classes[block],
+        };
+        self.blocks[block] = old & !mask;
+        self.free_slots -= count;
     }
 
     /// Records `block`'s true class; returns whether that moved it.

@@ -8,12 +8,24 @@ use crate::grant::{ClientIdentity, Direction};
 /// How many recent events the server keeps (part of the protocol: clients page through them).
 pub use moat_dma_api::stats::{EVENT_RING_LEN, StatsSummary};
 
-/// A fixed-size ring of the last [`EVENT_RING_LEN`] events.
+/// A fixed-size ring of the last [`EVENT_RING_LEN`] events. Recording one is a handful of
+/// stores (the ring's slot is `sequence % EVENT_RING_LEN`; which slots hold events follows from
+/// the count).
 #[derive(Clone, Debug)]
 pub struct EventRing {
-    events: [Option<Event>; EVENT_RING_LEN],
+    events: [Event; EVENT_RING_LEN],
     next_sequence: u64,
 }
+
+/// What fills the ring's unused slots (never reported).
+const NO_EVENT: Event = Event {
+    sequence: 0,
+    kind: EventKind::Map,
+    client: ClientIdentity(0),
+    direction: Direction::Bidirectional,
+    device_address: 0,
+    size: 0,
+};
 
 impl Default for EventRing {
     fn default() -> Self {
@@ -25,12 +37,13 @@ impl EventRing {
     /// An empty ring.
     pub const fn new() -> Self {
         EventRing {
-            events: [None; EVENT_RING_LEN],
+            events: [NO_EVENT; EVENT_RING_LEN],
             next_sequence: 0,
         }
     }
 
     /// Records an event, overwriting the oldest when full; fills in its sequence number.
+    #[inline]
     pub fn push(
         &mut self,
         kind: EventKind,
@@ -41,14 +54,14 @@ impl EventRing {
     ) {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
-        self.events[(sequence % EVENT_RING_LEN as u64) as usize] = Some(Event {
+        self.events[(sequence % EVENT_RING_LEN as u64) as usize] = Event {
             sequence,
             kind,
             client,
             direction,
             device_address,
             size,
-        });
+        };
     }
 
     /// Events recorded so far (including those overwritten).
@@ -61,10 +74,8 @@ impl EventRing {
         let kept = self.next_sequence.min(EVENT_RING_LEN as u64);
         let mut out = heapless::Vec::new();
         for sequence in self.next_sequence - kept..self.next_sequence {
-            if let Some(event) = self.events[(sequence % EVENT_RING_LEN as u64) as usize] {
-                // Cannot overflow: at most EVENT_RING_LEN events are pushed.
-                let _ = out.push(event);
-            }
+            // Cannot overflow: at most EVENT_RING_LEN events are pushed.
+            let _ = out.push(self.events[(sequence % EVENT_RING_LEN as u64) as usize]);
         }
         out
     }

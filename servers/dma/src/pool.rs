@@ -240,12 +240,15 @@ struct Recent {
     mask: u128,
 }
 
-/// A block's free bits and recorded class just before the last allocation took slots from it.
-/// A free that brings back exactly these bits, while the block still has this recorded class,
-/// leaves the class an upper bound without any work.
+/// The last allocation: the run it returned, its block and slot mask, and the block's free bits
+/// and recorded class just before. Freeing that run needs no validation or mask arithmetic (the
+/// pool made it), and a free that brings back exactly these bits, while the block still has
+/// this recorded class, leaves the class an upper bound without any work.
 #[derive(Clone, Copy, Debug)]
 struct Undo {
+    run: SlotRun,
     block: usize,
+    mask: u128,
     bits: u128,
     class: u8,
 }
@@ -293,7 +296,9 @@ impl SlotPool {
                 mask: 0,
             },
             undo: Undo {
+                run: SlotRun { first: 0, count: 0 },
                 block: 0,
+                mask: 0,
                 bits: 0,
                 class: NO_CLASS,
             },
@@ -367,21 +372,28 @@ impl SlotPool {
     /// not a power of two, or a boundary smaller than `len`; [`DmaError::TooLarge`] beyond
     /// [`max_mapping_size`](Self::max_mapping_size); [`DmaError::PoolExhausted`] when no free run
     /// satisfies the request.
+    #[inline]
     pub fn alloc(&mut self, len: u64, align: u64, boundary: u64) -> Result<SlotRun, DmaError> {
         let request = self.request(len, align, boundary)?;
-        if request.count > self.free_slots {
-            return Err(DmaError::PoolExhausted);
-        }
         // Fastest path (a driver that maps and unmaps one buffer per I/O): the run freed last,
         // if it is still free, has the requested length and meets the constraints. A few word
-        // operations, and the slots are likely still in the cache.
+        // operations, inlined into the caller, and the slots are likely still in the cache.
         let recent = self.recent;
         if recent.run.count == request.count
-            && self.blocks[recent.block] & recent.mask == recent.mask
+            && self.blocks.get(recent.block).copied().unwrap_or(0) & recent.mask == recent.mask
             && self.placement_ok(recent.run.first, request)
         {
-            self.take_mask(recent.block, recent.mask, recent.run.count);
+            self.take_mask(recent.run, recent.block, recent.mask);
             return Ok(recent.run);
+        }
+        self.search(request)
+    }
+
+    /// [`SlotPool::alloc`] beyond the run freed last: the class search.
+    #[inline(never)]
+    fn search(&mut self, request: SlotRequest) -> Result<SlotRun, DmaError> {
+        if request.count > self.free_slots {
+            return Err(DmaError::PoolExhausted);
         }
         // Fast path: the first block of the smallest non-empty class in which every block whose
         // class is exact is certain to fit.
@@ -419,7 +431,35 @@ impl SlotPool {
 
     /// Returns a run to the pool. Fails with [`DmaError::InvalidArgument`] (and changes nothing)
     /// unless every slot of the run is currently allocated.
+    #[inline]
     pub fn free(&mut self, run: SlotRun) -> Result<(), DmaError> {
+        let undo = self.undo;
+        if run == undo.run && run.count != 0 {
+            // The run the last allocation made (LIFO, the common case): inside the pool and
+            // one block by construction, and the mask is known.
+            let old = self.blocks.get(undo.block).copied().unwrap_or(u128::MAX);
+            if old & undo.mask != 0 {
+                return Err(DmaError::InvalidArgument);
+            }
+            let bits = old | undo.mask;
+            self.blocks[undo.block] = bits;
+            self.free_slots += run.count;
+            self.recent = Recent {
+                run,
+                block: undo.block,
+                mask: undo.mask,
+            };
+            if bits != undo.bits || self.block_classes.get(undo.block) != Some(&undo.class) {
+                self.raise_class(undo.block, run.first % SLOTS_PER_BLOCK, run.count);
+            }
+            return Ok(());
+        }
+        self.free_checked(run)
+    }
+
+    /// [`SlotPool::free`] of any run: checks it, then frees it.
+    #[inline(never)]
+    fn free_checked(&mut self, run: SlotRun) -> Result<(), DmaError> {
         if run.count == 0 || run.count > SLOTS_PER_BLOCK {
             return Err(DmaError::InvalidArgument);
         }
@@ -441,20 +481,31 @@ impl SlotPool {
         self.blocks[block] = bits;
         self.free_slots += run.count;
         self.recent = Recent { run, block, mask };
-        let recorded = self.block_classes[block];
         let undo = self.undo;
-        if undo.block == block && undo.bits == bits && undo.class == recorded {
+        if undo.block == block
+            && undo.bits == bits
+            && self.block_classes.get(block) == Some(&undo.class)
+        {
             // The block is as it was before the last allocation from it, and so is its class.
             return Ok(());
         }
+        self.raise_class(block, start, run.count);
+        Ok(())
+    }
+
+    /// After slots `start .. start + count` of `block` were freed: raises the block's recorded
+    /// class to the class of the free run around them, if that is higher.
+    #[inline(never)]
+    fn raise_class(&mut self, block: usize, start: usize, count: usize) {
+        let bits = self.blocks[block];
+        let recorded = self.block_classes[block];
         // Freeing can only lengthen the free run around the freed slots; the block's class
         // becomes at least that run's class (it may already be higher).
-        let merged = run_around(bits, start, start + run.count);
+        let merged = run_around(bits, start, start + count);
         let class = floor_log2(merged as u64) as u8;
         if recorded == NO_CLASS || recorded < class {
             self.move_block(block, recorded, class);
         }
-        Ok(())
     }
 
     /// Checks the pool's internal invariants (free count, tail bits, each block's recorded
@@ -480,6 +531,7 @@ impl SlotPool {
             })
     }
 
+    #[inline]
     fn request(&self, len: u64, align: u64, boundary: u64) -> Result<SlotRequest, DmaError> {
         if len == 0 || (align != 0 && !align.is_power_of_two()) {
             return Err(DmaError::InvalidArgument);
@@ -505,6 +557,7 @@ impl SlotPool {
 
     /// Whether a run of `request.count` slots starting at slot `first` meets the request's
     /// alignment and boundary (its slots' being free is not checked).
+    #[inline]
     fn placement_ok(&self, first: usize, request: SlotRequest) -> bool {
         let start = self.base_slot + first as u64;
         let last = start + request.count as u64 - 1;
@@ -558,24 +611,28 @@ impl SlotPool {
     /// Takes the slots `start .. start + count` of `block`. The block keeps its recorded class,
     /// which may now overstate it; [`SlotPool::alloc`] corrects it when it matters.
     fn take(&mut self, block: usize, start: usize, count: usize) -> SlotRun {
-        self.take_mask(block, low_ones(count) << start, count);
-        SlotRun {
+        let run = SlotRun {
             first: block * SLOTS_PER_BLOCK + start,
             count,
-        }
+        };
+        self.take_mask(run, block, low_ones(count) << start);
+        run
     }
 
-    /// Takes the `count` free slots `mask` of `block`, remembering the block as it was.
-    fn take_mask(&mut self, block: usize, mask: u128, count: usize) {
+    /// Takes the free slots `mask` of `block` (the run `run`), remembering the block as it was.
+    #[inline]
+    fn take_mask(&mut self, run: SlotRun, block: usize, mask: u128) {
         let old = self.blocks[block];
         debug_assert_eq!(old & mask, mask);
         self.undo = Undo {
+            run,
             block,
+            mask,
             bits: old,
             class: self.block_classes[block],
         };
         self.blocks[block] = old & !mask;
-        self.free_slots -= count;
+        self.free_slots -= run.count;
     }
 
     /// Records `block`'s true class; returns whether that moved it.

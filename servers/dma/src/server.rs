@@ -605,6 +605,7 @@ impl<B: Backing> DmaServer<B> {
             && self.backing.release(region).is_ok()
     }
 
+    #[inline(always)]
     fn try_allocate(
         &mut self,
         caller: ClientRef,
@@ -682,6 +683,7 @@ impl<B: Backing> DmaServer<B> {
         Ok(info)
     }
 
+    #[inline(always)]
     fn try_unmap(&mut self, caller: ClientRef, id: GrantId) -> Result<(), DmaError> {
         let client = self
             .clients

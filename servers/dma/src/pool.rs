@@ -919,6 +919,78 @@ mod tests {
         assert!(ClassIndex::new((1 << 36) + 1).is_none());
     }
 
+    /// A pool whose slot 0 has an odd device slot number, with slots 0 and 1 taken and the run
+    /// `{ first: 2, count: 2 }` (odd device slot, too) freed last.
+    fn pool_with_run_freed_last() -> (SlotPool, u64, SlotRun) {
+        let base = 0x4000_0000 + SLOT;
+        let mut pool = SlotPool::new(1 << 20, DEFAULT_SLOT_SIZE, base).unwrap();
+        pool.alloc(SLOT, 0, 0).unwrap();
+        pool.alloc(SLOT, 0, 0).unwrap();
+        let run = pool.alloc(2 * SLOT, 0, 0).unwrap();
+        assert_eq!(run, SlotRun { first: 2, count: 2 });
+        pool.free(run).unwrap();
+        (pool, base, run)
+    }
+
+    #[test]
+    fn the_run_freed_last_is_reused_only_when_it_fits() {
+        // The same length with no constraint gets it back.
+        let (mut pool, _, freed) = pool_with_run_freed_last();
+        assert_eq!(pool.alloc(2 * SLOT, 0, 0).unwrap(), freed);
+        assert!(pool.check_consistency());
+
+        // An alignment it does not meet.
+        let (mut pool, base, freed) = pool_with_run_freed_last();
+        let aligned = pool.alloc(2 * SLOT, 2 * SLOT, 0).unwrap();
+        assert_ne!(aligned, freed);
+        assert_eq!((base + pool.offset_of(aligned) as u64) % (2 * SLOT), 0);
+        assert!(pool.check_consistency());
+
+        // A boundary it would cross (a 2-slot run from an odd slot crosses an even one).
+        let (mut pool, base, freed) = pool_with_run_freed_last();
+        let bounded = pool.alloc(2 * SLOT, 0, 2 * SLOT).unwrap();
+        assert_ne!(bounded, freed);
+        let address = base + pool.offset_of(bounded) as u64;
+        assert_eq!(address / (2 * SLOT), (address + 2 * SLOT - 1) / (2 * SLOT));
+        assert!(pool.check_consistency());
+
+        // Taken since by another allocation: not handed out twice.
+        let (mut pool, _, freed) = pool_with_run_freed_last();
+        let single = pool.alloc(SLOT, 0, 0).unwrap();
+        assert_eq!(single.first, freed.first);
+        let pair = pool.alloc(2 * SLOT, 0, 0).unwrap();
+        assert!(single.end() <= pair.first || pair.end() <= single.first);
+        assert!(pool.check_consistency());
+    }
+
+    #[test]
+    fn freeing_the_last_allocation_still_checks() {
+        let mut pool = SlotPool::new(1 << 20, DEFAULT_SLOT_SIZE, 0).unwrap();
+        let a = pool.alloc(2 * SLOT, 0, 0).unwrap();
+        pool.free(a).unwrap();
+        // A double free of the run allocated last is refused like any other.
+        assert_eq!(pool.free(a), Err(DmaError::InvalidArgument));
+        assert_eq!(pool.free_slots(), 512);
+        // A zero-slot run never matches the remembered allocation.
+        let fresh = SlotPool::new(1 << 20, DEFAULT_SLOT_SIZE, 0).unwrap();
+        let mut fresh = fresh;
+        assert_eq!(
+            fresh.free(SlotRun { first: 0, count: 0 }),
+            Err(DmaError::InvalidArgument)
+        );
+        // Two allocations from one block, freed in allocation order: the second free finds the
+        // block changed since its allocation and works its class out again.
+        let b = pool.alloc(100 * SLOT, 0, 0).unwrap();
+        let c = pool.alloc(20 * SLOT, 0, 0).unwrap();
+        assert_eq!(b.first / SLOTS_PER_BLOCK, c.first / SLOTS_PER_BLOCK);
+        pool.free(b).unwrap();
+        assert!(pool.check_consistency());
+        pool.free(c).unwrap();
+        assert!(pool.check_consistency());
+        assert_eq!(pool.block_classes[b.first / SLOTS_PER_BLOCK], 7);
+        assert_eq!(pool.free_slots(), 512);
+    }
+
     #[test]
     fn stale_classes_are_corrected_when_allocation_needs_it() {
         let mut pool = SlotPool::new(2 * 128 * SLOT as usize, DEFAULT_SLOT_SIZE, 0).unwrap();

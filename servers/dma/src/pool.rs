@@ -244,32 +244,31 @@ pub struct SlotPool {
     block_classes: Vec<u8>,
     /// Block membership per recorded size class.
     classes: ClassIndex,
-    /// The run freed last, tried first by the next allocation of the same length.
-    recent: Recent,
-    /// A block's state before the last allocation took slots from it.
-    undo: Undo,
+    /// The run the pool allocated or freed last.
+    last: LastRun,
 }
 
-/// The run freed last (`run.count` 0: none yet) and its slot mask in its block.
+/// The run the pool allocated or freed last (`run.count` 0: none yet), with its block and slot
+/// mask.
+///
+/// - Freed last: the next allocation of the same length tries it first.
+/// - Allocated last: freeing it needs no argument checks or mask arithmetic (the pool made it,
+///   inside one block). `bits_before` and `class_before` are then the block's free bits and
+///   recorded class just before the allocation: a free that brings back exactly these bits,
+///   while the block still has this recorded class, leaves the class an upper bound without
+///   any work. (After a free through the checked path they are invalid, `class_before` =
+///   [`NOT_A_CLASS`]; the run can only be allocated again through `take_mask`, which sets them.)
 #[derive(Clone, Copy, Debug)]
-struct Recent {
+struct LastRun {
     run: SlotRun,
     block: usize,
     mask: u128,
+    bits_before: u128,
+    class_before: u8,
 }
 
-/// The last allocation: the run it returned, its block and slot mask, and the block's free bits
-/// and recorded class just before. Freeing that run needs no validation or mask arithmetic (the
-/// pool made it), and a free that brings back exactly these bits, while the block still has
-/// this recorded class, leaves the class an upper bound without any work.
-#[derive(Clone, Copy, Debug)]
-struct Undo {
-    run: SlotRun,
-    block: usize,
-    mask: u128,
-    bits: u128,
-    class: u8,
-}
+/// A `class_before` that matches no block's recorded class.
+const NOT_A_CLASS: u8 = u8::MAX - 1;
 
 /// The class byte of a block with no free slot.
 const NO_CLASS: u8 = u8::MAX;
@@ -308,17 +307,12 @@ impl SlotPool {
             blocks: vec![u128::MAX; block_count],
             block_classes: vec![NO_CLASS; block_count],
             classes: ClassIndex::new(block_count).ok_or(DmaError::InvalidArgument)?,
-            recent: Recent {
+            last: LastRun {
                 run: SlotRun { first: 0, count: 0 },
                 block: 0,
                 mask: 0,
-            },
-            undo: Undo {
-                run: SlotRun { first: 0, count: 0 },
-                block: 0,
-                mask: 0,
-                bits: 0,
-                class: NO_CLASS,
+                bits_before: 0,
+                class_before: NOT_A_CLASS,
             },
         };
         let tail = total_slots % SLOTS_PER_BLOCK;
@@ -396,13 +390,13 @@ impl SlotPool {
         // Fastest path (a driver that maps and unmaps one buffer per I/O): the run freed last,
         // if it is still free, has the requested length and meets the constraints. A few word
         // operations, inlined into the caller, and the slots are likely still in the cache.
-        let recent = self.recent;
-        if recent.run.count == request.count
-            && self.blocks.get(recent.block).copied().unwrap_or(0) & recent.mask == recent.mask
-            && self.placement_ok(recent.run.first, request)
+        let last = self.last;
+        if last.run.count == request.count
+            && self.blocks.get(last.block).copied().unwrap_or(0) & last.mask == last.mask
+            && self.placement_ok(last.run.first, request)
         {
-            self.take_mask(recent.run, recent.block, recent.mask);
-            return Ok(recent.run);
+            self.take_mask(last.run, last.block, last.mask);
+            return Ok(last.run);
         }
         self.search(request)
     }
@@ -451,24 +445,22 @@ impl SlotPool {
     /// unless every slot of the run is currently allocated.
     #[inline]
     pub fn free(&mut self, run: SlotRun) -> Result<(), DmaError> {
-        let undo = self.undo;
-        if run == undo.run && run.count != 0 {
+        let last = self.last;
+        if run == last.run && run.count != 0 {
             // The run the last allocation made (LIFO, the common case): inside the pool and
-            // one block by construction, and the mask is known.
-            let old = self.blocks.get(undo.block).copied().unwrap_or(u128::MAX);
-            if old & undo.mask != 0 {
+            // one block by construction, and the mask is known. (If it is free already, this is
+            // a double free, refused below.) It stays `last`, now as the run freed last.
+            let old = self.blocks.get(last.block).copied().unwrap_or(u128::MAX);
+            if old & last.mask != 0 {
                 return Err(DmaError::InvalidArgument);
             }
-            let bits = old | undo.mask;
-            self.blocks[undo.block] = bits;
+            let bits = old | last.mask;
+            self.blocks[last.block] = bits;
             self.free_slots += run.count;
-            self.recent = Recent {
-                run,
-                block: undo.block,
-                mask: undo.mask,
-            };
-            if bits != undo.bits || self.block_classes.get(undo.block) != Some(&undo.class) {
-                self.raise_class(undo.block, run.first % SLOTS_PER_BLOCK, run.count);
+            if bits != last.bits_before
+                || self.block_classes.get(last.block) != Some(&last.class_before)
+            {
+                self.raise_class(last.block, run.first % SLOTS_PER_BLOCK, run.count);
             }
             return Ok(());
         }
@@ -498,11 +490,17 @@ impl SlotPool {
         let bits = old | mask;
         self.blocks[block] = bits;
         self.free_slots += run.count;
-        self.recent = Recent { run, block, mask };
-        let undo = self.undo;
-        if undo.block == block
-            && undo.bits == bits
-            && self.block_classes.get(block) == Some(&undo.class)
+        let last = self.last;
+        self.last = LastRun {
+            run,
+            block,
+            mask,
+            bits_before: 0,
+            class_before: NOT_A_CLASS,
+        };
+        if last.block == block
+            && last.bits_before == bits
+            && self.block_classes.get(block) == Some(&last.class_before)
         {
             // The block is as it was before the last allocation from it, and so is its class.
             return Ok(());
@@ -642,12 +640,12 @@ impl SlotPool {
     fn take_mask(&mut self, run: SlotRun, block: usize, mask: u128) {
         let old = self.blocks[block];
         debug_assert_eq!(old & mask, mask);
-        self.undo = Undo {
+        self.last = LastRun {
             run,
             block,
             mask,
-            bits: old,
-            class: self.block_classes[block],
+            bits_before: old,
+            class_before: self.block_classes[block],
         };
         self.blocks[block] = old & !mask;
         self.free_slots -= run.count;

@@ -49,7 +49,7 @@ pub struct Grant {
     pub run: SlotRun,
 }
 
-/// One table entry: a grant, packed, or a free or retired entry. 24 bytes.
+/// One table entry: a grant, packed, or a free or retired entry. 20 bytes.
 ///
 /// A grant always covers at least one slot, so `count == 0` marks an entry that holds none: a
 /// free one (on the free list) or a retired one (generation exhausted, never reused).
@@ -58,12 +58,10 @@ struct Entry {
     generation: u32,
     /// The owner's identity (in use).
     client: u32,
-    /// First slot (in use).
+    /// In use: the first slot. Free: the next free entry's index + 1, 0 at the end of the list.
     first: u32,
     /// Length in bytes (in use).
     length: u32,
-    /// The next free entry's index + 1, 0 at the end of the list (free).
-    next_free: u32,
     /// Slots (in use), 0 when not in use.
     count: u8,
     direction: Direction,
@@ -95,7 +93,6 @@ impl Entry {
             client: grant.client.0,
             first: u32::try_from(grant.run.first).ok()?,
             length: u32::try_from(grant.length).ok()?,
-            next_free: 0,
             count,
             direction: grant.direction,
             kind: grant.kind,
@@ -146,7 +143,7 @@ impl GrantTable {
                 .entries
                 .get_mut(index as usize)
                 .ok_or(DmaError::OutOfMemory)?;
-            let next_free = entry.next_free;
+            let next_free = entry.first;
             *entry = Entry::holding(&grant, entry.generation).ok_or(DmaError::InvalidArgument)?;
             self.free_head = next_free;
             self.live += 1;
@@ -234,7 +231,7 @@ impl GrantTable {
         entry.count = 0;
         if entry.generation != u32::MAX {
             entry.generation += 1;
-            entry.next_free = *free_head;
+            entry.first = *free_head;
             // `index + 1` fits: `insert` never uses index u32::MAX.
             *free_head = index + 1;
         }
@@ -290,7 +287,7 @@ mod tests {
 
     #[test]
     fn entries_stay_small() {
-        assert!(core::mem::size_of::<Entry>() <= 24);
+        assert!(core::mem::size_of::<Entry>() <= 20);
     }
 
     #[test]

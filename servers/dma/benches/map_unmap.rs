@@ -195,22 +195,30 @@ fn bench_pool(c: &mut Criterion) {
     group.finish();
 }
 
-/// A quick in-process figure for the scaling ratio, beside criterion's numbers: pairs of the
-/// given lengths in turn, the best of 5 runs of 400,000 pairs.
-fn quick_ns(bytes: usize, lengths: &[u64]) -> f64 {
-    let mut pool = half_full_pool(bytes);
-    let rounds = 400_000;
-    (0..5)
-        .map(|_| {
-            let start = Instant::now();
-            for round in 0..rounds {
-                let len = lengths[round % lengths.len()];
-                let run = pool.alloc(black_box(len), 0, 0).expect("alloc");
-                pool.free(black_box(run)).expect("free");
-            }
-            start.elapsed().as_nanos() as f64 / rounds as f64
-        })
-        .fold(f64::INFINITY, f64::min)
+/// Nanoseconds per pair for 200,000 pairs of the given lengths in turn.
+fn pairs_ns(pool: &mut SlotPool, lengths: &[u64]) -> f64 {
+    let pairs = 200_000;
+    let start = Instant::now();
+    for pair in 0..pairs {
+        let len = lengths[pair % lengths.len()];
+        let run = pool.alloc(black_box(len), 0, 0).expect("alloc");
+        pool.free(black_box(run)).expect("free");
+    }
+    start.elapsed().as_nanos() as f64 / pairs as f64
+}
+
+/// A quick in-process figure for the scaling ratio, beside criterion's numbers: the 4 MiB and
+/// the 256 MiB pool measured in turn, 15 times each (so both see the same host load), and the
+/// best time of each.
+fn quick_ns(lengths: &[u64]) -> (f64, f64) {
+    let mut small = half_full_pool(4 * MIB);
+    let mut large = half_full_pool(256 * MIB);
+    let (mut best_small, mut best_large) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..15 {
+        best_small = best_small.min(pairs_ns(&mut small, lengths));
+        best_large = best_large.min(pairs_ns(&mut large, lengths));
+    }
+    (best_small, best_large)
 }
 
 fn report_metadata() {
@@ -226,8 +234,7 @@ fn report_metadata() {
         println!("  server bookkeeping at 50% occupancy incl. grant table: {per_mib:.1} B/MiB");
     }
     for (label, lengths) in [("4KiB", &[4096u64][..]), ("search", &SEARCH_LENGTHS[..])] {
-        let small = quick_ns(4 * MIB, lengths);
-        let large = quick_ns(256 * MIB, lengths);
+        let (small, large) = quick_ns(lengths);
         println!(
             "quick pool map+unmap {label}: {small:.1} ns @4MiB, {large:.1} ns @256MiB, \
              scaling = {:.3}",

@@ -9,22 +9,31 @@ use crate::grant::{ClientIdentity, Direction};
 pub use moat_dma_api::stats::{EVENT_RING_LEN, StatsSummary};
 
 /// A fixed-size ring of the last [`EVENT_RING_LEN`] events. Recording one is a handful of
-/// stores (the ring's slot is `sequence % EVENT_RING_LEN`; which slots hold events follows from
-/// the count).
+/// stores into a 24-byte slot: the slot is `sequence % EVENT_RING_LEN`, so the sequence number
+/// is not stored, and which slots hold events follows from the count.
 #[derive(Clone, Debug)]
 pub struct EventRing {
-    events: [Event; EVENT_RING_LEN],
+    slots: [Slot; EVENT_RING_LEN],
     next_sequence: u64,
 }
 
+/// One recorded event without its sequence number.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    device_address: u64,
+    size: u64,
+    client: ClientIdentity,
+    kind: EventKind,
+    direction: Direction,
+}
+
 /// What fills the ring's unused slots (never reported).
-const NO_EVENT: Event = Event {
-    sequence: 0,
-    kind: EventKind::Map,
-    client: ClientIdentity(0),
-    direction: Direction::Bidirectional,
+const NO_EVENT: Slot = Slot {
     device_address: 0,
     size: 0,
+    client: ClientIdentity(0),
+    kind: EventKind::Map,
+    direction: Direction::Bidirectional,
 };
 
 impl Default for EventRing {
@@ -37,7 +46,7 @@ impl EventRing {
     /// An empty ring.
     pub const fn new() -> Self {
         EventRing {
-            events: [NO_EVENT; EVENT_RING_LEN],
+            slots: [NO_EVENT; EVENT_RING_LEN],
             next_sequence: 0,
         }
     }
@@ -54,13 +63,12 @@ impl EventRing {
     ) {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
-        self.events[(sequence % EVENT_RING_LEN as u64) as usize] = Event {
-            sequence,
-            kind,
-            client,
-            direction,
+        self.slots[(sequence % EVENT_RING_LEN as u64) as usize] = Slot {
             device_address,
             size,
+            client,
+            kind,
+            direction,
         };
     }
 
@@ -75,7 +83,15 @@ impl EventRing {
         let mut out = heapless::Vec::new();
         for sequence in self.next_sequence - kept..self.next_sequence {
             // Cannot overflow: at most EVENT_RING_LEN events are pushed.
-            let _ = out.push(self.events[(sequence % EVENT_RING_LEN as u64) as usize]);
+            let slot = self.slots[(sequence % EVENT_RING_LEN as u64) as usize];
+            let _ = out.push(Event {
+                sequence,
+                kind: slot.kind,
+                client: slot.client,
+                direction: slot.direction,
+                device_address: slot.device_address,
+                size: slot.size,
+            });
         }
         out
     }
@@ -84,6 +100,30 @@ impl EventRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_stay_small_and_give_back_every_field() {
+        assert!(core::mem::size_of::<Slot>() <= 24);
+        let mut ring = EventRing::new();
+        ring.push(
+            EventKind::Reclaim,
+            ClientIdentity(9),
+            Direction::FromDevice,
+            0x5e00_0800,
+            6144,
+        );
+        assert_eq!(
+            ring.snapshot()[..],
+            [Event {
+                sequence: 0,
+                kind: EventKind::Reclaim,
+                client: ClientIdentity(9),
+                direction: Direction::FromDevice,
+                device_address: 0x5e00_0800,
+                size: 6144,
+            }]
+        );
+    }
 
     #[test]
     fn ring_keeps_the_last_events_in_order() {

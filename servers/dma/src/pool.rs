@@ -40,7 +40,7 @@
 //! Freeing the run the pool handed out last (LIFO, the common case) skips the argument checks
 //! and the mask arithmetic: the pool made that run, so it is known to be inside one block.
 //!
-//! Bookkeeping is about 73 bytes per MiB of pool with 2 KiB slots at 256 MiB, 130 at 4 MiB
+//! Bookkeeping is about 73 bytes per MiB of pool with 2 KiB slots at 256 MiB, 148 at 4 MiB
 //! (SWIOTLB: 12,288).
 //!
 //! Alignment and boundary apply to *device addresses*: the pool knows the device address of its

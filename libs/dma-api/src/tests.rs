@@ -54,6 +54,30 @@ fn to_device_copies_in_before_the_device_reads_and_zeroes_the_tail() {
 }
 
 #[test]
+fn to_device_that_fills_the_grant_exactly_touches_nothing_past_it() {
+    let (window, device) = window();
+    let grant = fake::grant::<ToDevice>(&window, 1, 8192, 4096).expect("fits");
+    let data = pattern(4096, 9);
+    let in_flight = Bounce::to_device(grant, &data).expect("fits");
+    assert_eq!(in_flight.len(), 4096);
+    assert_eq!(device.read(in_flight.device_address(), 4096), Some(data));
+    // No tail to zero: the byte after the grant keeps what was there.
+    assert_eq!(
+        device.read(window.device_base() + 8192 + 4096, 1),
+        Some(vec![STALE])
+    );
+    let grant = in_flight.complete();
+    // The same grant bounced again with less data gets its new tail zeroed.
+    let in_flight = Bounce::to_device(grant, &pattern(100, 1)).expect("fits");
+    let seen = device
+        .read(in_flight.device_address(), 4096)
+        .expect("in window");
+    assert_eq!(&seen[..100], &pattern(100, 1)[..]);
+    assert!(seen[100..].iter().all(|&b| b == 0));
+    let _ = in_flight.complete();
+}
+
+#[test]
 fn to_device_refuses_data_longer_than_the_grant_and_returns_it() {
     let (window, device) = window();
     let grant = fake::grant::<ToDevice>(&window, 1, 0, 100).expect("fits");

@@ -49,31 +49,27 @@ pub struct Grant {
     pub run: SlotRun,
 }
 
-/// A grant as stored: 16 bytes instead of [`Grant`]'s 40, so the table costs at most 24 bytes
-/// per entry.
+/// One table entry: a grant, packed, or a free or retired entry. 20 bytes.
+///
+/// A grant always covers at least one slot, so `count == 0` marks an entry that holds none: a
+/// free one (on the free list) or a retired one (generation exhausted, never reused).
 #[derive(Clone, Copy, Debug)]
-struct PackedGrant {
+struct Entry {
+    generation: u32,
+    /// The owner's identity (in use).
     client: u32,
+    /// In use: the first slot. Free: the next free entry's index + 1, 0 at the end of the list.
     first: u32,
+    /// Length in bytes (in use).
     length: u32,
+    /// Slots (in use), 0 when not in use.
     count: u8,
     direction: Direction,
     kind: GrantKind,
 }
 
-impl PackedGrant {
-    fn pack(grant: &Grant) -> Option<Self> {
-        Some(PackedGrant {
-            client: grant.client.0,
-            first: u32::try_from(grant.run.first).ok()?,
-            length: u32::try_from(grant.length).ok()?,
-            count: u8::try_from(grant.run.count).ok()?,
-            direction: grant.direction,
-            kind: grant.kind,
-        })
-    }
-
-    fn unpack(self) -> Grant {
+impl Entry {
+    fn grant(&self) -> Grant {
         Grant {
             client: ClientIdentity(self.client),
             length: self.length as u64,
@@ -85,29 +81,36 @@ impl PackedGrant {
             },
         }
     }
+
+    /// The entry holding `grant`, or `None` if the grant is too large to store (a run of more
+    /// than 255 slots or 4 GiB, or no slot at all).
+    fn holding(grant: &Grant, generation: u32) -> Option<Entry> {
+        let count = u8::try_from(grant.run.count)
+            .ok()
+            .filter(|count| *count != 0)?;
+        Some(Entry {
+            generation,
+            client: grant.client.0,
+            first: u32::try_from(grant.run.first).ok()?,
+            length: u32::try_from(grant.length).ok()?,
+            count,
+            direction: grant.direction,
+            kind: grant.kind,
+        })
+    }
+
+    fn in_use(&self) -> bool {
+        self.count != 0
+    }
 }
 
-#[derive(Clone, Debug)]
-enum EntryState {
-    Free {
-        next: Option<u32>,
-    },
-    Used(PackedGrant),
-    /// The generation is exhausted; the entry is never reused.
-    Retired,
-}
-
-#[derive(Clone, Debug)]
-struct Entry {
-    generation: u32,
-    state: EntryState,
-}
-
-/// The table of live grants of every client.
+/// The table of live grants of every client: a slab indexed by the id's low half, so lookup,
+/// insertion and removal are O(1).
 #[derive(Clone, Debug, Default)]
 pub struct GrantTable {
     entries: Vec<Entry>,
-    free_head: Option<u32>,
+    /// The first free entry's index + 1, 0 when none is free.
+    free_head: u32,
     live: usize,
 }
 
@@ -116,7 +119,7 @@ impl GrantTable {
     pub const fn new() -> Self {
         GrantTable {
             entries: Vec::new(),
-            free_head: None,
+            free_head: 0,
             live: 0,
         }
     }
@@ -132,59 +135,63 @@ impl GrantTable {
     }
 
     /// Stores a grant and returns its id. Fails with [`DmaError::OutOfMemory`] only when the
-    /// table has 2^32 entries, and with [`DmaError::InvalidArgument`] for a grant too large to
-    /// store (a run of more than 255 slots, or 4 GiB).
+    /// table has 2^32 - 1 entries, and with [`DmaError::InvalidArgument`] for a grant that
+    /// cannot be stored (a run of no slot or more than 255, or 4 GiB or more).
     pub fn insert(&mut self, grant: Grant) -> Result<GrantId, DmaError> {
-        let grant = PackedGrant::pack(&grant).ok_or(DmaError::InvalidArgument)?;
-        let index = match self.free_head {
-            Some(index) => {
-                let entry = &mut self.entries[index as usize];
-                self.free_head = match entry.state {
-                    EntryState::Free { next } => next,
-                    _ => None,
-                };
-                entry.state = EntryState::Used(grant);
-                index
-            }
-            None => {
-                let index = u32::try_from(self.entries.len()).map_err(|_| DmaError::OutOfMemory)?;
-                self.entries.push(Entry {
-                    generation: 1,
-                    state: EntryState::Used(grant),
-                });
-                index
-            }
-        };
+        if let Some(index) = self.free_head.checked_sub(1) {
+            let entry = self
+                .entries
+                .get_mut(index as usize)
+                .ok_or(DmaError::OutOfMemory)?;
+            let next_free = entry.first;
+            *entry = Entry::holding(&grant, entry.generation).ok_or(DmaError::InvalidArgument)?;
+            self.free_head = next_free;
+            self.live += 1;
+            return Ok(GrantId::new(index, entry.generation));
+        }
+        let entry = Entry::holding(&grant, 1).ok_or(DmaError::InvalidArgument)?;
+        // Index u32::MAX stays unused so that `index + 1` always fits the free list's links.
+        let index = u32::try_from(self.entries.len())
+            .ok()
+            .filter(|index| *index != u32::MAX)
+            .ok_or(DmaError::OutOfMemory)?;
+        self.entries.push(entry);
         self.live += 1;
-        Ok(GrantId::new(index, self.entries[index as usize].generation))
+        Ok(GrantId::new(index, 1))
     }
 
     /// The grant named by `id`, if the id is current.
     pub fn get(&self, id: GrantId) -> Option<Grant> {
         let entry = self.entries.get(id.index() as usize)?;
-        match entry.state {
-            EntryState::Used(grant) if entry.generation == id.generation() => Some(grant.unpack()),
-            _ => None,
-        }
+        (entry.in_use() && entry.generation == id.generation()).then(|| entry.grant())
     }
 
     /// Removes the grant named by `id` if it is current and owned by `client`; the id (and every
-    /// copy of it) becomes stale.
+    /// copy of it) becomes stale. Stale, foreign and never-issued ids are all
+    /// [`DmaError::UnknownGrant`].
     pub fn remove(&mut self, id: GrantId, client: ClientIdentity) -> Result<Grant, DmaError> {
-        match self.get(id) {
-            Some(grant) if grant.client == client => {}
-            _ => return Err(DmaError::UnknownGrant),
+        let index = id.index();
+        match self.entries.get_mut(index as usize) {
+            Some(entry)
+                if entry.in_use()
+                    && entry.generation == id.generation()
+                    && entry.client == client.0 =>
+            {
+                let grant = entry.grant();
+                Self::free_entry(entry, index, &mut self.free_head);
+                self.live -= 1;
+                Ok(grant)
+            }
+            _ => Err(DmaError::UnknownGrant),
         }
-        self.release(id.index()).ok_or(DmaError::UnknownGrant)
     }
 
     /// Removes every grant of `client`, calling `each` with it.
     pub fn drain_client(&mut self, client: ClientIdentity, mut each: impl FnMut(Grant)) {
         for index in 0..self.entries.len() {
-            if let EntryState::Used(grant) = &self.entries[index].state
-                && grant.client == client.0
-            {
-                // The index fits in u32: entries never exceed 2^32 (see `insert`).
+            let entry = &self.entries[index];
+            if entry.in_use() && entry.client == client.0 {
+                // The index fits in u32: entries never exceed 2^32 - 1 (see `insert`).
                 if let Some(grant) = self.release(index as u32) {
                     each(grant);
                 }
@@ -197,12 +204,8 @@ impl GrantTable {
         self.entries
             .iter()
             .enumerate()
-            .filter_map(|(index, entry)| match entry.state {
-                EntryState::Used(grant) => {
-                    Some((GrantId::new(index as u32, entry.generation), grant.unpack()))
-                }
-                _ => None,
-            })
+            .filter(|(_, entry)| entry.in_use())
+            .map(|(index, entry)| (GrantId::new(index as u32, entry.generation), entry.grant()))
     }
 
     /// Bytes of bookkeeping the table holds.
@@ -213,21 +216,25 @@ impl GrantTable {
     /// Frees a used entry and returns its grant (`None` if the entry is not in use).
     fn release(&mut self, index: u32) -> Option<Grant> {
         let entry = self.entries.get_mut(index as usize)?;
-        let EntryState::Used(grant) = entry.state else {
+        if !entry.in_use() {
             return None;
-        };
-        if entry.generation == u32::MAX {
-            // Retired for good: reusing it would repeat generation 1's ids.
-            entry.state = EntryState::Retired;
-        } else {
-            entry.generation += 1;
-            entry.state = EntryState::Free {
-                next: self.free_head,
-            };
-            self.free_head = Some(index);
         }
+        let grant = entry.grant();
+        Self::free_entry(entry, index, &mut self.free_head);
         self.live -= 1;
-        Some(grant.unpack())
+        Some(grant)
+    }
+
+    /// Marks entry `index` unused: a new generation and onto the free list, or retired for good
+    /// when its generation is exhausted (reusing it would repeat generation 1's ids).
+    fn free_entry(entry: &mut Entry, index: u32, free_head: &mut u32) {
+        entry.count = 0;
+        if entry.generation != u32::MAX {
+            entry.generation += 1;
+            entry.first = *free_head;
+            // `index + 1` fits: `insert` never uses index u32::MAX.
+            *free_head = index + 1;
+        }
     }
 }
 
@@ -280,7 +287,44 @@ mod tests {
 
     #[test]
     fn entries_stay_small() {
-        assert!(core::mem::size_of::<Entry>() <= 24);
+        assert!(core::mem::size_of::<Entry>() <= 20);
+    }
+
+    #[test]
+    fn free_entries_are_reused_last_freed_first() {
+        let mut table = GrantTable::new();
+        let ids: Vec<_> = (0..4).map(|i| table.insert(grant(1, i)).unwrap()).collect();
+        table.remove(ids[1], ClientIdentity(1)).unwrap();
+        table.remove(ids[3], ClientIdentity(1)).unwrap();
+        // A removed entry no longer answers to its id, nor can it be removed twice.
+        assert!(table.get(ids[3]).is_none());
+        assert_eq!(
+            table.remove(ids[3], ClientIdentity(1)),
+            Err(DmaError::UnknownGrant)
+        );
+        let a = table.insert(grant(2, 10)).unwrap();
+        let b = table.insert(grant(2, 11)).unwrap();
+        let c = table.insert(grant(2, 12)).unwrap();
+        assert_eq!((a.index(), a.generation()), (3, 2));
+        assert_eq!((b.index(), b.generation()), (1, 2));
+        assert_eq!((c.index(), c.generation()), (4, 1));
+        assert_eq!(table.get(b).unwrap().run.first, 11);
+        assert_eq!(table.len(), 5);
+        assert_eq!(table.iter().count(), 5);
+    }
+
+    #[test]
+    fn zero_slot_grants_are_refused() {
+        let mut table = GrantTable::new();
+        let mut empty = grant(1, 0);
+        empty.run.count = 0;
+        assert_eq!(table.insert(empty), Err(DmaError::InvalidArgument));
+        // Also when a free entry would be reused.
+        let id = table.insert(grant(1, 0)).unwrap();
+        table.remove(id, ClientIdentity(1)).unwrap();
+        assert_eq!(table.insert(empty), Err(DmaError::InvalidArgument));
+        assert!(table.is_empty());
+        assert_eq!(table.insert(grant(1, 0)).unwrap().generation(), 2);
     }
 
     #[test]

@@ -55,7 +55,8 @@ proptest! {
     /// placement exists.
     #[test]
     fn pool_matches_brute_force(
-        slots in 1usize..700,
+        // Small pools, and pools of more than 64 blocks (two summary levels per class).
+        slots in prop_oneof![1usize..700, 8_200usize..12_000],
         slot_shift in 9u32..=12,
         base_slots in 0u64..300,
         ops in prop::collection::vec(pool_op(2048), 1..120),

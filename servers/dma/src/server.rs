@@ -8,7 +8,6 @@
 //! quarantine inside its own window; only the same identity, after its new instance has
 //! registered and declared its device reset, gets those slots back.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
@@ -89,6 +88,7 @@ impl Supervisor {
 
 #[derive(Debug)]
 struct Client {
+    identity: ClientIdentity,
     /// The live instance, `None` while the client is dead.
     instance: Option<InstanceGeneration>,
     /// The last instance that was revoked; it may not register again.
@@ -128,12 +128,74 @@ impl Client {
     }
 }
 
+/// The clients, sorted by identity: found by a binary search over a few contiguous entries (at
+/// most 16 in a manifest), with no hashing and no tree to walk.
+#[derive(Debug, Default)]
+struct ClientList {
+    clients: Vec<Client>,
+}
+
+impl ClientList {
+    fn position(&self, identity: ClientIdentity) -> Result<usize, usize> {
+        self.clients
+            .binary_search_by_key(&identity, |client| client.identity)
+    }
+
+    #[inline]
+    fn get(&self, identity: &ClientIdentity) -> Option<&Client> {
+        let index = self.position(*identity).ok()?;
+        self.clients.get(index)
+    }
+
+    #[inline]
+    fn get_mut(&mut self, identity: &ClientIdentity) -> Option<&mut Client> {
+        let index = self.position(*identity).ok()?;
+        self.clients.get_mut(index)
+    }
+
+    fn contains_key(&self, identity: &ClientIdentity) -> bool {
+        self.position(*identity).is_ok()
+    }
+
+    /// Adds a client whose identity is not in the list yet (else replaces it).
+    fn insert(&mut self, client: Client) {
+        match self.position(client.identity) {
+            Ok(index) => self.clients[index] = client,
+            Err(index) => self.clients.insert(index, client),
+        }
+    }
+
+    fn remove(&mut self, identity: &ClientIdentity) -> Option<Client> {
+        let index = self.position(*identity).ok()?;
+        Some(self.clients.remove(index))
+    }
+
+    fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    fn iter(&self) -> core::slice::Iter<'_, Client> {
+        self.clients.iter()
+    }
+
+    /// The first client after `after` in identity order (`None`: the first of all).
+    fn first_after(&self, after: Option<ClientIdentity>) -> Option<&Client> {
+        let index = match after {
+            None => 0,
+            Some(after) => self
+                .clients
+                .partition_point(|client| client.identity <= after),
+        };
+        self.clients.get(index)
+    }
+}
+
 /// The DMA server's state.
 #[derive(Debug)]
 pub struct DmaServer<B: Backing> {
     config: ServerConfig,
     backing: B,
-    clients: BTreeMap<ClientIdentity, Client>,
+    clients: ClientList,
     grants: GrantTable,
     shared_bytes: u64,
     total_slots: u64,
@@ -155,7 +217,7 @@ impl<B: Backing> DmaServer<B> {
         DmaServer {
             config,
             backing,
-            clients: BTreeMap::new(),
+            clients: ClientList::default(),
             grants: GrantTable::new(),
             shared_bytes: 0,
             total_slots: 0,
@@ -331,8 +393,8 @@ impl<B: Backing> DmaServer<B> {
     /// Every client's statistics, by identity.
     pub fn all_client_stats(&self) -> impl Iterator<Item = ClientStats> + '_ {
         self.clients
-            .keys()
-            .filter_map(|identity| self.client_stats(*identity))
+            .iter()
+            .filter_map(|client| self.client_stats(client.identity))
     }
 
     /// The recent events, oldest first.
@@ -350,7 +412,7 @@ impl<B: Backing> DmaServer<B> {
         self.grants.metadata_bytes()
             + self
                 .clients
-                .values()
+                .iter()
                 .map(|client| client.pool.metadata_bytes())
                 .sum::<usize>()
     }
@@ -362,7 +424,8 @@ impl<B: Backing> DmaServer<B> {
         let mut total = 0u64;
         let mut used = 0u64;
         let mut quarantined = 0u64;
-        for (identity, client) in &self.clients {
+        for client in self.clients.iter() {
+            let identity = &client.identity;
             if !client.pool.check_consistency() {
                 return false;
             }
@@ -412,10 +475,8 @@ impl<B: Backing> DmaServer<B> {
 
     /// The figures of the first client after `after` in identity order (`None` = the first).
     pub fn next_client_stats(&self, after: Option<ClientIdentity>) -> Option<ClientStats> {
-        use core::ops::Bound;
-        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let (identity, _) = self.clients.range((lower, Bound::Unbounded)).next()?;
-        self.client_stats(*identity)
+        let client = self.clients.first_after(after)?;
+        self.client_stats(client.identity)
     }
 
     /// Events recorded since the server started (the ring keeps the last
@@ -437,16 +498,6 @@ impl<B: Backing> DmaServer<B> {
             }
         }
         result
-    }
-
-    /// The caller's client record, if `caller` is its live instance.
-    fn live_client(&mut self, caller: ClientRef) -> Result<&mut Client, DmaError> {
-        let client = self
-            .clients
-            .get_mut(&caller.identity)
-            .ok_or(DmaError::NotRegistered)?;
-        client.check_caller(caller)?;
-        Ok(client)
     }
 
     fn try_register(
@@ -522,6 +573,7 @@ impl<B: Backing> DmaServer<B> {
         self.shared_bytes = after;
         self.total_slots += pool.total_slots() as u64;
         let client = Client {
+            identity: caller.identity,
             instance: Some(caller.instance),
             dead_instance: None,
             region,
@@ -536,7 +588,7 @@ impl<B: Backing> DmaServer<B> {
             failures: 0,
         };
         let info = client.window_info();
-        self.clients.insert(caller.identity, client);
+        self.clients.insert(client);
         Ok(info)
     }
 
@@ -553,6 +605,7 @@ impl<B: Backing> DmaServer<B> {
             && self.backing.release(region).is_ok()
     }
 
+    #[inline(always)]
     fn try_allocate(
         &mut self,
         caller: ClientRef,
@@ -567,11 +620,14 @@ impl<B: Backing> DmaServer<B> {
             .get_mut(&caller.identity)
             .ok_or(DmaError::NotRegistered)?;
         client.check_caller(caller)?;
-        let free_before = client.pool.free_slots() as u64;
-        let slots = len.div_ceil(client.pool.slot_size() as u64);
         let run = match client.pool.alloc(len, align, boundary) {
             Ok(run) => run,
-            Err(DmaError::PoolExhausted) if slots > free_before => {
+            // More slots than the window has free: the client's quota, not the pool, is the
+            // limit (a failed allocation changes nothing).
+            Err(DmaError::PoolExhausted)
+                if len.div_ceil(client.pool.slot_size() as u64)
+                    > client.pool.free_slots() as u64 =>
+            {
                 return Err(DmaError::QuotaExceeded);
             }
             Err(error) => return Err(error),
@@ -627,10 +683,14 @@ impl<B: Backing> DmaServer<B> {
         Ok(info)
     }
 
+    #[inline(always)]
     fn try_unmap(&mut self, caller: ClientRef, id: GrantId) -> Result<(), DmaError> {
-        self.live_client(caller)?;
+        let client = self
+            .clients
+            .get_mut(&caller.identity)
+            .ok_or(DmaError::NotRegistered)?;
+        client.check_caller(caller)?;
         let grant = self.grants.remove(id, caller.identity)?;
-        let client = self.live_client(caller)?;
         let device_address = client.region.device_base + client.pool.offset_of(grant.run) as u64;
         client.pool.free(grant.run)?;
         client.grants -= 1;

@@ -8,12 +8,33 @@ use crate::grant::{ClientIdentity, Direction};
 /// How many recent events the server keeps (part of the protocol: clients page through them).
 pub use moat_dma_api::stats::{EVENT_RING_LEN, StatsSummary};
 
-/// A fixed-size ring of the last [`EVENT_RING_LEN`] events.
+/// A fixed-size ring of the last [`EVENT_RING_LEN`] events. Recording one is a handful of
+/// stores into a 24-byte slot: the slot is `sequence % EVENT_RING_LEN`, so the sequence number
+/// is not stored, and which slots hold events follows from the count.
 #[derive(Clone, Debug)]
 pub struct EventRing {
-    events: [Option<Event>; EVENT_RING_LEN],
+    slots: [Slot; EVENT_RING_LEN],
     next_sequence: u64,
 }
+
+/// One recorded event without its sequence number.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    device_address: u64,
+    size: u64,
+    client: ClientIdentity,
+    kind: EventKind,
+    direction: Direction,
+}
+
+/// What fills the ring's unused slots (never reported).
+const NO_EVENT: Slot = Slot {
+    device_address: 0,
+    size: 0,
+    client: ClientIdentity(0),
+    kind: EventKind::Map,
+    direction: Direction::Bidirectional,
+};
 
 impl Default for EventRing {
     fn default() -> Self {
@@ -25,12 +46,13 @@ impl EventRing {
     /// An empty ring.
     pub const fn new() -> Self {
         EventRing {
-            events: [None; EVENT_RING_LEN],
+            slots: [NO_EVENT; EVENT_RING_LEN],
             next_sequence: 0,
         }
     }
 
     /// Records an event, overwriting the oldest when full; fills in its sequence number.
+    #[inline]
     pub fn push(
         &mut self,
         kind: EventKind,
@@ -41,14 +63,13 @@ impl EventRing {
     ) {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
-        self.events[(sequence % EVENT_RING_LEN as u64) as usize] = Some(Event {
-            sequence,
-            kind,
-            client,
-            direction,
+        self.slots[(sequence % EVENT_RING_LEN as u64) as usize] = Slot {
             device_address,
             size,
-        });
+            client,
+            kind,
+            direction,
+        };
     }
 
     /// Events recorded so far (including those overwritten).
@@ -61,10 +82,16 @@ impl EventRing {
         let kept = self.next_sequence.min(EVENT_RING_LEN as u64);
         let mut out = heapless::Vec::new();
         for sequence in self.next_sequence - kept..self.next_sequence {
-            if let Some(event) = self.events[(sequence % EVENT_RING_LEN as u64) as usize] {
-                // Cannot overflow: at most EVENT_RING_LEN events are pushed.
-                let _ = out.push(event);
-            }
+            // Cannot overflow: at most EVENT_RING_LEN events are pushed.
+            let slot = self.slots[(sequence % EVENT_RING_LEN as u64) as usize];
+            let _ = out.push(Event {
+                sequence,
+                kind: slot.kind,
+                client: slot.client,
+                direction: slot.direction,
+                device_address: slot.device_address,
+                size: slot.size,
+            });
         }
         out
     }
@@ -73,6 +100,30 @@ impl EventRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_stay_small_and_give_back_every_field() {
+        assert!(core::mem::size_of::<Slot>() <= 24);
+        let mut ring = EventRing::new();
+        ring.push(
+            EventKind::Reclaim,
+            ClientIdentity(9),
+            Direction::FromDevice,
+            0x5e00_0800,
+            6144,
+        );
+        assert_eq!(
+            ring.snapshot()[..],
+            [Event {
+                sequence: 0,
+                kind: EventKind::Reclaim,
+                client: ClientIdentity(9),
+                direction: Direction::FromDevice,
+                device_address: 0x5e00_0800,
+                size: 6144,
+            }]
+        );
+    }
 
     #[test]
     fn ring_keeps_the_last_events_in_order() {

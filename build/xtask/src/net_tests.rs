@@ -144,27 +144,14 @@ impl Guest {
             .spawn()
             .with_context(|| format!("starting {}", qemu::QEMU))?;
         let log = Arc::new(Mutex::new(Vec::new()));
-        let pipes: [Option<Box<dyn Read + Send>>; 2] = [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ];
-        for mut pipe in pipes.into_iter().flatten() {
-            let log = Arc::clone(&log);
-            thread::spawn(move || {
-                let mut buffer = [0u8; 4096];
-                while let Ok(count @ 1..) = pipe.read(&mut buffer) {
-                    log.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .extend_from_slice(&buffer[..count]);
-                }
-            });
-        }
+        let sink = Arc::clone(&log);
+        // Detached: the threads end when QEMU's pipes close.
+        drop(qemu::read_output(&mut child, move |chunk| {
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(chunk);
+            true
+        }));
         Ok(Guest {
             child,
             log,

@@ -358,29 +358,7 @@ pub fn run_until(
 
     // One reader thread per pipe; each sends chunks until its pipe closes.
     let (sender, receiver) = mpsc::channel::<Vec<u8>>();
-    let mut readers = Vec::new();
-    let pipes: [Option<Box<dyn Read + Send>>; 2] = [
-        child
-            .stdout
-            .take()
-            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
-    ];
-    for mut pipe in pipes.into_iter().flatten() {
-        let sender = sender.clone();
-        readers.push(thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(count @ 1..) = pipe.read(&mut buffer) {
-                if sender.send(buffer[..count].to_vec()).is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    drop(sender);
+    let readers = read_output(&mut child, move |chunk| sender.send(chunk.to_vec()).is_ok());
 
     let mut output = Vec::new();
     let mut expired = false;
@@ -437,6 +415,40 @@ pub fn run_until(
         elapsed: started.elapsed(),
         awaited_after,
     })
+}
+
+/// Reads `child`'s stdout and stderr (those that are piped), one thread each, handing every
+/// chunk to `sink` as it arrives until the pipe closes or `sink` returns false. The threads end
+/// with the pipes; join them to be sure every chunk was handed over.
+pub fn read_output(
+    child: &mut std::process::Child,
+    sink: impl FnMut(&[u8]) -> bool + Clone + Send + 'static,
+) -> Vec<thread::JoinHandle<()>> {
+    let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+        child
+            .stdout
+            .take()
+            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
+    ];
+    pipes
+        .into_iter()
+        .flatten()
+        .map(|mut pipe| {
+            let mut sink = sink.clone();
+            thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while let Ok(count @ 1..) = pipe.read(&mut buffer) {
+                    if !sink(&buffer[..count]) {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! its chardev when the UART FIFO is full). What the session must show is checked by pure
 //! functions ([`check_session`]) with unit tests.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc;
@@ -216,29 +216,7 @@ pub fn run_session(
         .spawn()
         .with_context(|| format!("starting {}", qemu::QEMU))?;
     let (sender, receiver) = mpsc::channel::<Vec<u8>>();
-    let mut readers = Vec::new();
-    let pipes: [Option<Box<dyn Read + Send>>; 2] = [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    ];
-    for mut pipe in pipes.into_iter().flatten() {
-        let sender = sender.clone();
-        readers.push(thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(count @ 1..) = pipe.read(&mut buffer) {
-                if sender.send(buffer[..count].to_vec()).is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    drop(sender);
+    let readers = qemu::read_output(&mut child, move |chunk| sender.send(chunk.to_vec()).is_ok());
     let mut stdin = child.stdin.take();
     let deadline = Instant::now() + timeout;
     let mut output = Vec::new();
